@@ -1,0 +1,3 @@
+from lynx.cli import main
+
+main()

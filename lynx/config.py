@@ -1,0 +1,280 @@
+"""Read the YAML config once, check all of it, and turn it into frozen records.
+
+Nothing past this module sees YAML, OmegaConf objects or raw dicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lynx.errors import ConfigError
+
+TOP_LEVEL_KEYS = ("cron", "configs", "steps")
+STEP_KEYS = ("script", "arguments")
+CRON_FIELDS = (
+    "year",
+    "month",
+    "day",
+    "week",
+    "day_of_week",
+    "hour",
+    "minute",
+    "second",
+    "start_date",
+    "end_date",
+    "timezone",
+    "jitter",
+)
+# An honest config is far below both; a YAML "billion laughs" bomb is far above the second.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_EXPANDED_NODES = 2_000_000
+
+# Arguments without quotes, backslashes or unusual white space split the same with str.split,
+# which is much faster than shlex on configs with thousands of steps.
+_PLAIN_ARGUMENT = re.compile(r"[^'\"\\\s]*(?:[ \t\r\n]+[^'\"\\\s]*)*")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a Python script and the words passed to it."""
+
+    number: int
+    script: str
+    path: str
+    arguments: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"Step {self.number} ({self.script})"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The fields of an APScheduler CronTrigger, as given in the ``cron`` section."""
+
+    fields: tuple[tuple[str, Any], ...]
+
+    def trigger(self) -> Any:
+        """Build the CronTrigger (raises ValueError/TypeError on bad values)."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        return CronTrigger(**dict(self.fields))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A whole config: the file it came from, its steps and its optional schedule."""
+
+    source: str
+    steps: tuple[Step, ...]
+    schedule: Schedule | None = None
+
+
+def load_pipeline(path: str | os.PathLike[str], *, cwd: str | None = None) -> Pipeline:
+    """Read, check and convert the config file at ``path``.
+
+    Args:
+        path: the YAML file.
+        cwd: where relative script paths are looked up first (default: the current directory).
+
+    Raises:
+        ConfigError: for anything wrong with the file, naming the step and field.
+    """
+    source = os.fspath(path)
+    document = _read_yaml(source)
+    return _build_pipeline(document, source, Path(cwd or os.getcwd()))
+
+
+def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
+    """Split each entry like a shell splits words, without running a shell."""
+    words: list[str] = []
+    for entry in entries:
+        text = str(entry)
+        if _PLAIN_ARGUMENT.fullmatch(text):
+            words.extend(text.split())
+        else:
+            words.extend(shlex.split(text))
+    return tuple(words)
+
+
+def _read_yaml(source: str) -> Any:
+    import yaml
+
+    try:
+        size = os.path.getsize(source)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{source}: the file is {size} bytes; a config may have at most {MAX_CONFIG_BYTES}")
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read the config file: {error.strerror or error}") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        document = yaml.load(raw, Loader=loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = error.problem or error.context or "invalid YAML"
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as error:
+        raise ConfigError(f"{source}: invalid YAML: {error}") from None
+    _check_expansion(document, source)
+    if _has_interpolation(document):
+        document = _resolve_interpolations(document, source)
+    return document
+
+
+def _check_expansion(document: Any, source: str) -> None:
+    """Refuse alias cycles and documents whose aliases expand beyond MAX_EXPANDED_NODES.
+
+    YAML aliases share objects, so the loaded graph stays small while its expansion (what any
+    walk over it sees) can be astronomically large. Sizes are summed per shared object, iteratively.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        items = list(node.values()) if isinstance(node, dict) else node
+        if children_done:
+            on_path.discard(key)
+            total = 1 + len(node) + sum(sizes.get(id(child), 0) for child in items)
+            if total > MAX_EXPANDED_NODES:
+                raise ConfigError(
+                    f"{source}: the YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing to load it"
+                )
+            sizes[key] = total
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError(f"{source}: invalid YAML: an alias refers to a node that contains it")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in items if isinstance(child, (dict, list)) and id(child) not in sizes)
+
+
+def _has_interpolation(document: Any) -> bool:
+    seen: set[int] = set()
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "${" in node:
+                return True
+        elif isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(node.values() if isinstance(node, dict) else node)
+    return False
+
+
+def _resolve_interpolations(document: Any, source: str) -> Any:
+    """Resolve OmegaConf ``${...}`` interpolations; only configs that use them pay for OmegaConf."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(document), resolve=True)
+    except OmegaConfBaseException as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{source}: cannot resolve an interpolation: {message}") from None
+
+
+def _unknown_key(key: object, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(known)})"
+    return f"unknown key '{key}'{hint}"
+
+
+def _build_pipeline(document: Any, source: str, cwd: Path) -> Pipeline:
+    if not isinstance(document, dict):
+        kind = "empty" if document is None else f"a {_kind(document)}"
+        raise ConfigError(f"{source}: the config must be a mapping with a 'steps' list, but the file is {kind}")
+    for key in document:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{source}: {_unknown_key(key, TOP_LEVEL_KEYS)}")
+    raw_steps = document.get("steps")
+    if raw_steps is None:
+        raise ConfigError(f"{source}: 'steps' is missing: list the steps to run under 'steps:'")
+    if not isinstance(raw_steps, list):
+        raise ConfigError(f"{source}: 'steps' must be a list of steps, not a {_kind(raw_steps)}")
+    if not raw_steps:
+        raise ConfigError(f"{source}: 'steps' is empty: there is nothing to run")
+    config_dir = Path(source).parent
+    steps = tuple(_build_step(number, raw, source, cwd, config_dir) for number, raw in enumerate(raw_steps, 1))
+    schedule = _build_schedule(document["cron"], source) if "cron" in document else None
+    return Pipeline(source=source, steps=steps, schedule=schedule)
+
+
+def _build_step(number: int, raw: Any, source: str, cwd: Path, config_dir: Path) -> Step:
+    where = f"{source}: step {number}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a step must be a mapping with a 'script', not a {_kind(raw)}")
+    script = raw.get("script")
+    if isinstance(script, str) and script.strip():
+        where = f"{where} ({script})"
+    for key in raw:
+        if key not in STEP_KEYS:
+            raise ConfigError(f"{where}: {_unknown_key(key, STEP_KEYS)}")
+    if script is None:
+        raise ConfigError(f"{where}: 'script' is missing")
+    if not isinstance(script, str) or not script.strip():
+        raise ConfigError(f"{where}: 'script' must be a path to a Python file, not {_kind(script)} {script!r}")
+    entries = raw.get("arguments")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: 'arguments' must be a list of strings, not a {_kind(entries)}")
+    for position, entry in enumerate(entries, 1):
+        if isinstance(entry, bool) or not isinstance(entry, (str, int, float)):
+            raise ConfigError(
+                f"{where}: 'arguments' entry {position} must be a string, not a {_kind(entry)} ({entry!r})"
+            )
+    try:
+        arguments = split_arguments(entries)
+    except ValueError as error:
+        raise ConfigError(f"{where}: cannot split 'arguments': {error}") from None
+    return Step(number=number, script=script, path=_find_script(script, cwd, config_dir, where), arguments=arguments)
+
+
+def _find_script(script: str, cwd: Path, config_dir: Path, where: str) -> str:
+    """The current directory first, then the config file's directory."""
+    path = Path(os.path.expanduser(script))
+    candidates = [path] if path.is_absolute() else [cwd / path, config_dir / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return script if candidate == cwd / path else str(candidate)
+    looked = " or ".join(str(candidate) for candidate in dict.fromkeys(candidates))
+    raise ConfigError(f"{where}: script not found (looked for {looked})")
+
+
+def _build_schedule(raw: Any, source: str) -> Schedule:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: 'cron' must be a mapping of CronTrigger fields, not a {_kind(raw)}")
+    if not raw:
+        raise ConfigError(f"{source}: 'cron' is empty: give at least one field, e.g. second: '*/10'")
+    for key in raw:
+        if key not in CRON_FIELDS:
+            raise ConfigError(f"{source}: cron: {_unknown_key(key, CRON_FIELDS)}")
+    schedule = Schedule(fields=tuple((str(key), value) for key, value in raw.items()))
+    try:
+        schedule.trigger()
+    except Exception as error:
+        raise ConfigError(f"{source}: cron: {error}") from None
+    return schedule
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    if value is None:
+        return "null"
+    return names.get(type(value), type(value).__name__)

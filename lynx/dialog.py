@@ -1,0 +1,71 @@
+"""Questions asked on the terminal: the rerun dialog, the config path, the log file name."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from lynx.runner import Decision, StepResult
+
+RERUN_STEP = "Do you want to rerun this step? (y/n)"
+RERUN_PIPELINE = "Do you want to rerun the whole pipeline from the beginning? (y/n)"
+CONFIG_PATH = "The configuration file does not exist. Please enter the path to the configuration file."
+LOG_FILE = "Please enter the name for the log file, else the log information will be discarded"
+YES = ("y", "yes")
+NO = ("n", "no")
+
+
+def ask(question: str, *, stdin: TextIO, stdout: TextIO, color: bool = False) -> str | None:
+    """Print ``question`` and read one line; None at end of input (Ctrl+D)."""
+    if color:
+        from termcolor import colored
+
+        question = colored(question, "blue", force_color=True)
+    stdout.write(question + " ")
+    stdout.flush()
+    line = stdin.readline()
+    if not line:
+        stdout.write("\n")
+        stdout.flush()
+        return None
+    return line.strip()
+
+
+def ask_yes_no(question: str, *, stdin: TextIO, stdout: TextIO, color: bool = False) -> bool | None:
+    """Ask until the answer is y/yes/n/no (any case); None at end of input."""
+    while True:
+        answer = ask(question, stdin=stdin, stdout=stdout, color=color)
+        if answer is None:
+            return None
+        if answer.lower() in YES:
+            return True
+        if answer.lower() in NO:
+            return False
+        stdout.write("Please answer y or n.\n")
+
+
+class RerunDialog:
+    """The interactive ``on_failure``: rerun the step, rerun the pipeline, or stop."""
+
+    def __init__(self, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, color: bool = False) -> None:
+        self.stdin = stdin
+        self.stdout = stdout
+        self.color = color
+
+    def __call__(self, result: StepResult) -> Decision:
+        rerun_step = self._ask(RERUN_STEP)
+        if rerun_step:
+            return Decision.RERUN_STEP
+        if rerun_step is not None and self._ask(RERUN_PIPELINE):
+            return Decision.RESTART
+        message = "Exiting..."
+        if self.color:
+            from termcolor import colored
+
+            message = colored(message, "red", force_color=True)
+        self.stdout.write(message + "\n")
+        self.stdout.flush()
+        return Decision.STOP
+
+    def _ask(self, question: str) -> bool | None:
+        return ask_yes_no(question, stdin=self.stdin, stdout=self.stdout, color=self.color)

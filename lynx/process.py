@@ -1,0 +1,173 @@
+"""Start a step, stream its output, and end it (and everything it started) when asked."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, Iterator, Mapping, Sequence
+
+# Seconds a step gets between SIGTERM and SIGKILL.
+TERMINATE_GRACE = 5.0
+CHUNK_SIZE = 64 * 1024
+# How often to check whether a silent step has exited although its output pipe is still open
+# (something it started in the background holds it).
+EXIT_CHECK_MS = 200
+
+log = logging.getLogger("lynx")
+
+
+class StepGuard:
+    """Lets any thread end the step that is running now, and keeps new steps from starting."""
+
+    def __init__(self, grace: float = TERMINATE_GRACE) -> None:
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._running: tuple[subprocess.Popen[bytes], str] | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self, reason: str) -> None:
+        """End the running step, if any; no step starts after this."""
+        self._stopping.set()
+        with self._lock:
+            running = self._running
+        if running is not None:
+            popen, name = running
+            end_process_tree(popen, name, reason, self.grace)
+
+    def _started(self, popen: subprocess.Popen[bytes], name: str) -> None:
+        with self._lock:
+            self._running = (popen, name)
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._running = None
+
+
+def run_step(
+    argv: Sequence[str],
+    on_output: Callable[[bytes], None],
+    *,
+    name: str,
+    guard: StepGuard,
+    env: Mapping[str, str] | None = None,
+    stdin: int | None = None,
+) -> int:
+    """Run ``argv`` to its end, passing its merged stdout/stderr to ``on_output`` chunk by chunk.
+
+    The step gets its own session and process group, so a terminal's Ctrl+C reaches Lynx only,
+    and Lynx ends the step's whole tree. Any exception while it runs (Ctrl+C, SIGTERM) ends the
+    step before it propagates.
+
+    Returns:
+        The step's exit code (negative: killed by that signal).
+    """
+    popen = subprocess.Popen(
+        list(argv),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
+    guard._started(popen, name)
+    if guard.stopping:
+        end_process_tree(popen, name, "Lynx is stopping", guard.grace)
+    assert popen.stdout is not None
+    fd = popen.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    try:
+        while True:
+            if poller.poll(EXIT_CHECK_MS):
+                chunk = os.read(fd, CHUNK_SIZE)
+                if not chunk:
+                    break
+                on_output(chunk)
+            elif popen.poll() is not None:
+                break
+        return popen.wait()
+    except BaseException as error:
+        with _signals_deferred():
+            end_process_tree(popen, name, describe_interruption(error), guard.grace)
+        raise
+    finally:
+        guard._finished()
+        popen.stdout.close()
+
+
+def describe_interruption(error: BaseException) -> str:
+    """Say what stopped Lynx, for the log: Ctrl+C, a signal's name, or the error."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl+C)"
+    signum = getattr(error, "signum", None)
+    if signum is not None:
+        return f"interrupted ({signal.Signals(signum).name})"
+    return f"interrupted ({type(error).__name__}: {error})"
+
+
+def end_process_tree(popen: subprocess.Popen[bytes], name: str, reason: str, grace: float = TERMINATE_GRACE) -> None:
+    """SIGTERM the step's process group and every process in its tree; SIGKILL what outlives ``grace``.
+
+    Two mechanisms, because each misses something: a child that called setsid has left the
+    group but is still in the tree; a grandchild whose parent died has left the tree but is
+    still in the group. Only processes of this tree are signalled: psutil checks that each PID
+    still belongs to the process it found.
+    """
+    import psutil
+
+    if popen.poll() is not None:
+        descendants: list[psutil.Process] = []
+        group_alive = False
+    else:
+        try:
+            descendants = psutil.Process(popen.pid).children(recursive=True)
+        except psutil.Error:
+            descendants = []
+        group_alive = True
+    log.warning(f"{name} {reason}: ending it (SIGTERM to PID {popen.pid} and {len(descendants)} child process(es)).")
+    _signal_all(popen, descendants, signal.SIGTERM, group_alive)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=grace)
+    _, alive = psutil.wait_procs(descendants, timeout=max(deadline - time.monotonic(), 0.1))
+    if popen.returncode is None or alive:
+        log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
+        _signal_all(popen, alive, signal.SIGKILL, popen.returncode is None)
+        popen.wait()
+        psutil.wait_procs(alive, timeout=2)
+
+
+def _signal_all(popen: subprocess.Popen[bytes], others: list[object], signum: int, group_alive: bool) -> None:
+    import psutil
+
+    if group_alive and popen.returncode is None:
+        # The leader is not yet reaped, so its PID (the group's ID) cannot belong to anyone else.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signum)
+    for process in others:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(signum)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold off Ctrl+C and SIGTERM while a step is being ended, so a second press cannot orphan it."""
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            saved[signum] = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

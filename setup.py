@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="lynx-pipeline",
+    version="1.0.0",
+    description="Link the steps of an ML process and run them one after another, once or on a cron schedule.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=["lynx", "lynx.commands"],
+    python_requires=">=3.9",
+    install_requires=[
+        "click>=8.0",
+        "omegaconf>=2.1",
+        "apscheduler>=3.10,<4",
+        "termcolor>=2.3",
+        "psutil>=5.9",
+        "fire>=0.5",
+        "tzlocal>=4.0",
+        "PyYAML>=5.4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pexpect>=4.8", "hypothesis>=6", "ruff>=0.4"],
+    },
+    entry_points={"console_scripts": ["lynx=lynx.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: MIT License",
+        "Operating System :: POSIX",
+    ],
+)
