@@ -10,6 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=["lynx", "lynx.commands"],
+    # A plain path entry for editable installs: no import hook slowing every interpreter start.
+    package_dir={"": "."},
     python_requires=">=3.9",
     install_requires=[
         "click>=8.0",

@@ -5,12 +5,9 @@ Nothing past this module sees YAML, OmegaConf objects or raw dicts.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lynx.errors import ConfigError
@@ -88,7 +85,7 @@ def load_pipeline(path: str | os.PathLike[str], *, cwd: str | None = None) -> Pi
     """
     source = os.fspath(path)
     document = _read_yaml(source)
-    return _build_pipeline(document, source, Path(cwd or os.getcwd()))
+    return _build_pipeline(document, source, cwd or os.getcwd())
 
 
 def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
@@ -99,6 +96,8 @@ def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
         if _PLAIN_ARGUMENT.fullmatch(text):
             words.extend(text.split())
         else:
+            import shlex
+
             words.extend(shlex.split(text))
     return tuple(words)
 
@@ -190,12 +189,14 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
 
 
 def _unknown_key(key: object, known: tuple[str, ...]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(known)})"
     return f"unknown key '{key}'{hint}"
 
 
-def _build_pipeline(document: Any, source: str, cwd: Path) -> Pipeline:
+def _build_pipeline(document: Any, source: str, cwd: str) -> Pipeline:
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {_kind(document)}"
         raise ConfigError(f"{source}: the config must be a mapping with a 'steps' list, but the file is {kind}")
@@ -209,13 +210,13 @@ def _build_pipeline(document: Any, source: str, cwd: Path) -> Pipeline:
         raise ConfigError(f"{source}: 'steps' must be a list of steps, not a {_kind(raw_steps)}")
     if not raw_steps:
         raise ConfigError(f"{source}: 'steps' is empty: there is nothing to run")
-    config_dir = Path(source).parent
+    config_dir = os.path.dirname(source)
     steps = tuple(_build_step(number, raw, source, cwd, config_dir) for number, raw in enumerate(raw_steps, 1))
     schedule = _build_schedule(document["cron"], source) if "cron" in document else None
     return Pipeline(source=source, steps=steps, schedule=schedule)
 
 
-def _build_step(number: int, raw: Any, source: str, cwd: Path, config_dir: Path) -> Step:
+def _build_step(number: int, raw: Any, source: str, cwd: str, config_dir: str) -> Step:
     where = f"{source}: step {number}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a step must be a mapping with a 'script', not a {_kind(raw)}")
@@ -246,15 +247,21 @@ def _build_step(number: int, raw: Any, source: str, cwd: Path, config_dir: Path)
     return Step(number=number, script=script, path=_find_script(script, cwd, config_dir, where), arguments=arguments)
 
 
-def _find_script(script: str, cwd: Path, config_dir: Path, where: str) -> str:
+def _find_script(script: str, cwd: str, config_dir: str, where: str) -> str:
     """The current directory first, then the config file's directory."""
-    path = Path(os.path.expanduser(script))
-    candidates = [path] if path.is_absolute() else [cwd / path, config_dir / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return script if candidate == cwd / path else str(candidate)
-    looked = " or ".join(str(candidate) for candidate in dict.fromkeys(candidates))
-    raise ConfigError(f"{where}: script not found (looked for {looked})")
+    path = os.path.expanduser(script)
+    if os.path.isabs(path):
+        if os.path.isfile(path):
+            return path
+        raise ConfigError(f"{where}: script not found: {path}")
+    if os.path.isfile(os.path.join(cwd, path)):
+        return path
+    beside_config = os.path.join(config_dir, path)
+    if os.path.isfile(beside_config):
+        return beside_config
+    raise ConfigError(
+        f"{where}: script not found (looked in {os.path.join(cwd, path)} and {os.path.abspath(beside_config)})"
+    )
 
 
 def _build_schedule(raw: Any, source: str) -> Schedule:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from logging.handlers import RotatingFileHandler
 from typing import Any, BinaryIO, TextIO
 
 from lynx.errors import ConfigError
@@ -72,10 +71,14 @@ class ConsoleHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-a
     pass
 
 
-class LogFileHandler(_ReportOnce, RotatingFileHandler):
-    def __init__(self, path: str, max_bytes: int, backup_count: int) -> None:
-        super().__init__(path, mode="a", maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
-        self.what = f"the log file {path}"
+def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
+    # logging.handlers drags in socket, pickle and more: only runs with a log file pay for it.
+    from logging.handlers import RotatingFileHandler
+
+    class LogFileHandler(_ReportOnce, RotatingFileHandler):
+        what = f"the log file {path}"
+
+    return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
 
 
 def setup_logging(
@@ -125,7 +128,7 @@ def setup_logging(
         logger.addHandler(console)
     if log_file:
         try:
-            file_handler = LogFileHandler(log_file, log_size, backup_count)
+            file_handler = _log_file_handler(log_file, log_size, backup_count)
         except OSError as error:
             raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
         file_handler.set_name(FILE_HANDLER)

@@ -1,0 +1,129 @@
+"""Shared helpers: run the real ``lynx`` command in a subprocess on small configs in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lynx_command() -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m lynx``."""
+    script = Path(sys.executable).with_name("lynx")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("lynx")
+    return [found] if found else [sys.executable, "-m", "lynx"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A user's environment: no PYTHONUNBUFFERED/PYTHONDONTWRITEBYTECODE, no color, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE")}
+    env.pop("FORCE_COLOR", None)
+    env["NO_COLOR"] = "1"
+    env.update(extra)
+    return env
+
+
+def write_script(directory: Path, name: str, body: str) -> Path:
+    """Write a step script (dedented) and return its path."""
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def write_config(directory: Path, text: str, name: str = "config.yaml") -> Path:
+    """Write a YAML config (dedented) and return its path."""
+    path = directory / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def marker_step(directory: Path, name: str, exit_code: int = 0, extra: str = "") -> Path:
+    """A step that appends its name (and arguments) to ran.txt, runs ``extra``, and exits with ``exit_code``."""
+    return write_script(
+        directory,
+        name,
+        f"""
+        import sys
+        with open({str(directory / 'ran.txt')!r}, "a", encoding="utf-8") as handle:
+            handle.write(" ".join([{name!r}] + sys.argv[1:]) + "\\n")
+        {extra}
+        print("output of {name}")
+        sys.exit({exit_code})
+        """,
+    )
+
+
+def ran(directory: Path) -> list[str]:
+    """Lines the marker steps wrote, in order."""
+    path = directory / "ran.txt"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def run_lynx(
+    *args: str,
+    cwd: Path,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``lynx args`` to its end (no terminal; stdin from ``input`` or /dev/null)."""
+    return subprocess.run(
+        [*lynx_command(), *args],
+        cwd=cwd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=env or clean_env(),
+        timeout=timeout,
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30, interval: float = 0.05) -> object:
+    """Poll ``condition`` until it is truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def lynx_dir(tmp_path: Path) -> Iterator[Path]:
+    """A working directory whose background Lynx (if a test started one) is ended afterwards, even on failure."""
+    yield tmp_path
+    pid_file = tmp_path / ".lynx_pid.json"
+    if not pid_file.exists():
+        return
+    try:
+        record = json.loads(pid_file.read_text())
+        process = psutil.Process(int(record["pid"]))
+        if abs(process.create_time() - float(record["create_time"])) > 0.01:
+            return
+        tree = [process, *process.children(recursive=True)]
+    except (ValueError, KeyError, TypeError, psutil.Error):
+        return
+    for each in tree:
+        try:
+            each.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(tree, timeout=10)
