@@ -123,57 +123,55 @@ def _read_yaml(source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as error:
         raise ConfigError(f"{source}: invalid YAML: {error}") from None
-    _check_expansion(document, source)
-    if _has_interpolation(document):
+    try:
+        if isinstance(document, (dict, list)):
+            _expanded_size(document, {}, set())
+    except RecursionError:
+        raise ConfigError(f"{source}: the YAML is nested too deeply") from None
+    except _AliasCycleError:
+        raise ConfigError(f"{source}: invalid YAML: an alias refers to a node that contains it") from None
+    except _AliasBombError:
+        raise ConfigError(
+            f"{source}: the YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing to load it"
+        ) from None
+    # Only configs that use interpolation pay for OmegaConf.
+    if b"${" in raw:
         document = _resolve_interpolations(document, source)
     return document
 
 
-def _check_expansion(document: Any, source: str) -> None:
-    """Refuse alias cycles and documents whose aliases expand beyond MAX_EXPANDED_NODES.
+class _AliasCycleError(Exception):
+    pass
+
+
+class _AliasBombError(Exception):
+    pass
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], on_path: set[int]) -> int:
+    """How many nodes a walk over ``node`` would visit, computed once per shared object.
 
     YAML aliases share objects, so the loaded graph stays small while its expansion (what any
-    walk over it sees) can be astronomically large. Sizes are summed per shared object, iteratively.
+    walk over it sees, OmegaConf's included) can be astronomically large: a "billion laughs" bomb.
     """
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(document, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if not isinstance(node, (dict, list)):
-            continue
-        key = id(node)
-        items = list(node.values()) if isinstance(node, dict) else node
-        if children_done:
-            on_path.discard(key)
-            total = 1 + len(node) + sum(sizes.get(id(child), 0) for child in items)
-            if total > MAX_EXPANDED_NODES:
-                raise ConfigError(
-                    f"{source}: the YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing to load it"
-                )
-            sizes[key] = total
-            continue
-        if key in sizes:
-            continue
-        if key in on_path:
-            raise ConfigError(f"{source}: invalid YAML: an alias refers to a node that contains it")
-        on_path.add(key)
-        stack.append((node, True))
-        stack.extend((child, False) for child in items if isinstance(child, (dict, list)) and id(child) not in sizes)
-
-
-def _has_interpolation(document: Any) -> bool:
-    seen: set[int] = set()
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            if "${" in node:
-                return True
-        elif isinstance(node, (dict, list)) and id(node) not in seen:
-            seen.add(id(node))
-            stack.extend(node.values() if isinstance(node, dict) else node)
-    return False
+    key = id(node)
+    size = sizes.get(key)
+    if size is not None:
+        return size
+    if key in on_path:
+        raise _AliasCycleError
+    on_path.add(key)
+    total = 1
+    for child in node.values() if type(node) is dict else node:
+        if type(child) is dict or type(child) is list:
+            total += _expanded_size(child, sizes, on_path)
+        else:
+            total += 1
+    on_path.discard(key)
+    if total > MAX_EXPANDED_NODES:
+        raise _AliasBombError
+    sizes[key] = total
+    return total
 
 
 def _resolve_interpolations(document: Any, source: str) -> Any:
@@ -210,13 +208,15 @@ def _build_pipeline(document: Any, source: str, cwd: str) -> Pipeline:
         raise ConfigError(f"{source}: 'steps' must be a list of steps, not a {_kind(raw_steps)}")
     if not raw_steps:
         raise ConfigError(f"{source}: 'steps' is empty: there is nothing to run")
-    config_dir = os.path.dirname(source)
-    steps = tuple(_build_step(number, raw, source, cwd, config_dir) for number, raw in enumerate(raw_steps, 1))
+    lookup = _ScriptLookup(cwd, os.path.dirname(source))
+    words: dict[int, tuple[str, ...]] = {}
+    steps = tuple(_build_step(number, raw, source, lookup, words) for number, raw in enumerate(raw_steps, 1))
     schedule = _build_schedule(document["cron"], source) if "cron" in document else None
     return Pipeline(source=source, steps=steps, schedule=schedule)
 
 
-def _build_step(number: int, raw: Any, source: str, cwd: str, config_dir: str) -> Step:
+def _build_step(number: int, raw: Any, source: str, lookup: _ScriptLookup, words: dict[int, tuple[str, ...]]) -> Step:
+    """One step; ``words`` caches the split of argument lists that merge keys share between steps."""
     where = f"{source}: step {number}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a step must be a mapping with a 'script', not a {_kind(raw)}")
@@ -229,39 +229,51 @@ def _build_step(number: int, raw: Any, source: str, cwd: str, config_dir: str) -
     if script is None:
         raise ConfigError(f"{where}: 'script' is missing")
     if not isinstance(script, str) or not script.strip():
-        raise ConfigError(f"{where}: 'script' must be a path to a Python file, not {_kind(script)} {script!r}")
+        raise ConfigError(f"{where}: 'script' must be the path of a Python file, not a {_kind(script)}")
     entries = raw.get("arguments")
     if entries is None:
         entries = []
     if not isinstance(entries, list):
         raise ConfigError(f"{where}: 'arguments' must be a list of strings, not a {_kind(entries)}")
-    for position, entry in enumerate(entries, 1):
-        if isinstance(entry, bool) or not isinstance(entry, (str, int, float)):
-            raise ConfigError(
-                f"{where}: 'arguments' entry {position} must be a string, not a {_kind(entry)} ({entry!r})"
-            )
-    try:
-        arguments = split_arguments(entries)
-    except ValueError as error:
-        raise ConfigError(f"{where}: cannot split 'arguments': {error}") from None
-    return Step(number=number, script=script, path=_find_script(script, cwd, config_dir, where), arguments=arguments)
+    arguments = words.get(id(entries))
+    if arguments is None:
+        for position, entry in enumerate(entries, 1):
+            if isinstance(entry, bool) or not isinstance(entry, (str, int, float)):
+                raise ConfigError(f"{where}: 'arguments' entry {position} must be a string, not a {_kind(entry)}")
+        try:
+            arguments = words[id(entries)] = split_arguments(entries)
+        except ValueError as error:
+            raise ConfigError(f"{where}: cannot split 'arguments': {error}") from None
+    return Step(number=number, script=script, path=lookup.find(script, where), arguments=arguments)
 
 
-def _find_script(script: str, cwd: str, config_dir: str, where: str) -> str:
-    """The current directory first, then the config file's directory."""
-    path = os.path.expanduser(script)
-    if os.path.isabs(path):
-        if os.path.isfile(path):
-            return path
-        raise ConfigError(f"{where}: script not found: {path}")
-    if os.path.isfile(os.path.join(cwd, path)):
+class _ScriptLookup:
+    """Find scripts in the current directory first, then in the config file's directory."""
+
+    def __init__(self, cwd: str, config_dir: str) -> None:
+        self.cwd = cwd
+        self.config_dir = config_dir
+        self.found: dict[str, str] = {}
+
+    def find(self, script: str, where: str) -> str:
+        path = self.found.get(script)
+        if path is None:
+            path = self.found[script] = self._search(script, where)
         return path
-    beside_config = os.path.join(config_dir, path)
-    if os.path.isfile(beside_config):
-        return beside_config
-    raise ConfigError(
-        f"{where}: script not found (looked in {os.path.join(cwd, path)} and {os.path.abspath(beside_config)})"
-    )
+
+    def _search(self, script: str, where: str) -> str:
+        path = os.path.expanduser(script)
+        if os.path.isabs(path):
+            if os.path.isfile(path):
+                return path
+            raise ConfigError(f"{where}: script not found: {path}")
+        if os.path.isfile(os.path.join(self.cwd, path)):
+            return path
+        beside_config = os.path.join(self.config_dir, path)
+        if os.path.isfile(beside_config):
+            return beside_config
+        looked = f"{os.path.join(self.cwd, path)} and {os.path.abspath(beside_config)}"
+        raise ConfigError(f"{where}: script not found (looked in {looked})")
 
 
 def _build_schedule(raw: Any, source: str) -> Schedule:
