@@ -16,6 +16,8 @@ FILE_HANDLER = "lynx-file"
 FILE_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 # A log line never grows beyond this: longer runs without a newline are split here.
 MAX_LOG_LINE = 64 * 1024
+# The longest timestamp-and-level prefix the file formatter puts before each line.
+LINE_PREFIX = len("2026-01-01 00:00:00,000 - CRITICAL - ")
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -156,6 +158,7 @@ class OutputRelay:
         self.record_limit = max(record_limit, 1)
         self.partial = b""
         self.screen_failed = False
+        self.screen_mid_line = False
 
     def write(self, chunk: bytes) -> None:
         if self.screen is not None:
@@ -164,7 +167,9 @@ class OutputRelay:
             self._to_log(chunk)
 
     def flush(self) -> None:
-        """Log what is left of an unfinished last line."""
+        """End the step's output: finish an unfinished last line on the screen and in the log."""
+        if self.screen is not None and self.screen_mid_line:
+            self._to_screen(b"\n")
         if self.logger is not None and self.partial:
             self._emit(self.partial)
             self.partial = b""
@@ -174,6 +179,7 @@ class OutputRelay:
         try:
             self.screen.write(chunk)
             self.screen.flush()
+            self.screen_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError) as error:
             self.screen = None
             if not self.screen_failed:
@@ -202,7 +208,7 @@ class OutputRelay:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         if text.endswith("\n"):
             text = text[:-1]
-        if len(text) <= self.record_limit:
+        if len(text) + (text.count("\n") + 1) * LINE_PREFIX <= self.record_limit:
             self.logger.info(text)
             return
         # Small --log-size: keep each record below it so rotation can keep files near the size.
@@ -213,7 +219,7 @@ class OutputRelay:
                 self.logger.info("\n".join(piece))
                 piece, size = [], 0
             piece.append(line)
-            size += len(line) + 1
+            size += len(line) + 1 + LINE_PREFIX
         if piece:
             self.logger.info("\n".join(piece))
 

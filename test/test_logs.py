@@ -1,0 +1,294 @@
+"""``--log-file``, ``--log-level`` and rotation, seen from the outside: the screen and the files."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, write_config, write_script
+
+PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - (INFO|WARNING|ERROR) - ")
+DEBUG_OR_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - (DEBUG|INFO|WARNING|ERROR) - ")
+OUTPUT_HEAD = "-------------------- Output --------------------"
+
+
+def log_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def messages(path: Path) -> list[str]:
+    """The log's lines without their timestamp and level."""
+    return [PREFIX.sub("", line) for line in log_lines(path)]
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def printing_step(directory: Path, name: str, lines: list[str], exit_code: int = 0) -> Path:
+    """A step that records itself in ran.txt, prints ``lines`` and exits with ``exit_code``."""
+    return marker_step(directory, name, exit_code=exit_code, extra="; ".join(f"print({line!r})" for line in lines))
+
+
+# --- what the file gets -----------------------------------------------------------------------
+
+
+def test_log_file_gets_every_progress_and_output_line_with_timestamp_and_level(tmp_path: Path) -> None:
+    printing_step(tmp_path, "one.py", ["alpha line", "beta line"])
+    printing_step(tmp_path, "two.py", ["gamma line"], exit_code=5)
+    write_config(tmp_path, "steps:\n  - script: one.py\n  - script: two.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert_clean(result)
+    lines = log_lines(log)
+    for line in lines:
+        assert PREFIX.match(line), line
+    expected = [
+        "Processing Step 1: one.py...",
+        OUTPUT_HEAD,
+        "alpha line",
+        "beta line",
+        "output of one.py",
+        "Step 1 (one.py) completed successfully.",
+        "Processing Step 2: two.py...",
+        "gamma line",
+        "output of two.py",
+        "Step 2 (two.py) failed with exit code 5.",
+    ]
+    found = messages(log)
+    positions = [found.index(text) for text in expected]
+    assert positions == sorted(positions)
+    failed = next(line for line in lines if line.endswith("Step 2 (two.py) failed with exit code 5."))
+    assert " - ERROR - " in failed
+    # The screen still shows everything.
+    screen = result.stdout + result.stderr
+    for text in expected:
+        assert text in screen
+
+
+def test_log_file_is_appended_to(tmp_path: Path) -> None:
+    printing_step(tmp_path, "first_run.py", ["output of the first run"])
+    printing_step(tmp_path, "second_run.py", ["output of the second run"])
+    write_config(tmp_path, "steps:\n  - script: first_run.py\n", name="first.yaml")
+    write_config(tmp_path, "steps:\n  - script: second_run.py\n", name="second.yaml")
+    log = tmp_path / "lynx.log"
+
+    first = run_lynx("start", "-ni", "-cf", "first.yaml", "-lf", str(log), cwd=tmp_path)
+    second = run_lynx("start", "-ni", "-cf", "second.yaml", "-lf", str(log), cwd=tmp_path)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    found = messages(log)
+    assert found.index("output of the first run") < found.index("output of the second run")
+    assert found.count("Processing Step 1: first_run.py...") == 1
+    assert found.count("Processing Step 1: second_run.py...") == 1
+    for line in log_lines(log):
+        assert PREFIX.match(line), line
+
+
+# --- --log-level --------------------------------------------------------------------------------
+
+
+def test_log_level_warning_hides_progress_and_output_from_the_screen_only(tmp_path: Path) -> None:
+    printing_step(tmp_path, "quiet.py", ["step says hello"])
+    write_config(tmp_path, "steps:\n  - script: quiet.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), "--log-level", "WARNING", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    screen = result.stdout + result.stderr
+    assert "Processing Step 1" not in screen
+    assert "step says hello" not in screen
+    assert "completed successfully" not in screen
+    found = messages(log)
+    assert "Processing Step 1: quiet.py..." in found
+    assert "step says hello" in found
+    assert "Step 1 (quiet.py) completed successfully." in found
+    assert ran(tmp_path) == ["quiet.py"]
+
+
+def test_log_level_warning_still_shows_a_failure(tmp_path: Path) -> None:
+    printing_step(tmp_path, "bad.py", ["step says hello"], exit_code=3)
+    write_config(tmp_path, "steps:\n  - script: bad.py\n")
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-ll", "warning", cwd=tmp_path)
+
+    assert result.returncode == 1
+    screen = result.stdout + result.stderr
+    assert "Step 1 (bad.py) failed with exit code 3." in screen
+    assert "Processing Step 1" not in screen
+
+
+@pytest.mark.parametrize("level", ["debug", "DEBUG", "Info", "error", "critical"])
+def test_log_level_is_accepted_in_any_case(tmp_path: Path, level: str) -> None:
+    printing_step(tmp_path, "ok.py", ["fine"])
+    write_config(tmp_path, "steps:\n  - script: ok.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), "--log-level", level, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    assert ran(tmp_path) == ["ok.py"]
+    assert "fine" in messages(log)
+    for line in log_lines(log):
+        assert DEBUG_OR_PREFIX.match(line), line
+
+
+def test_unknown_log_level_is_a_usage_error(tmp_path: Path) -> None:
+    marker_step(tmp_path, "ok.py")
+    write_config(tmp_path, "steps:\n  - script: ok.py\n")
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "--log-level", "LOUD", cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_clean(result)
+    assert "LOUD" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("Error")]) == 1
+    assert ran(tmp_path) == []
+
+
+# --- rotation and long output --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line_length", [50, 1], ids=["50-char lines", "1-char lines"])
+def test_log_rotates_at_log_size_keeping_log_backup_count_files(tmp_path: Path, line_length: int) -> None:
+    count = 20_000 // (line_length + 1)
+    # One write, so the lines reach Lynx together, as from any step that prints faster than Lynx reads.
+    write_script(tmp_path, "chatty.py", f"import sys\nsys.stdout.write(('x' * {line_length} + '\\n') * {count})\n")
+    write_config(tmp_path, "steps:\n  - script: chatty.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), "-ls", "2000", "-lbc", "2", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    for name in ("lynx.log", "lynx.log.1", "lynx.log.2"):
+        assert (tmp_path / name).exists(), name
+    assert not (tmp_path / "lynx.log.3").exists()
+    for name in ("lynx.log", "lynx.log.1", "lynx.log.2"):
+        size = (tmp_path / name).stat().st_size
+        assert size <= 2500, f"{name} is {size} bytes with --log-size 2000"
+    # The newest file ends with the end of the run.
+    assert messages(log)[-1].startswith("All 1 step")
+    # The screen still got all of it.
+    assert result.stdout.count("x" * line_length + "\n") >= count
+
+
+def test_a_200_kb_line_without_newline_is_logged_whole_in_bounded_lines(tmp_path: Path) -> None:
+    # 200,000 characters, no newline; a changing pattern so that any lost or repeated piece shows.
+    write_script(
+        tmp_path,
+        "long.py",
+        """
+        import sys
+        text = "".join(f"{i:06d}" for i in range(200_000 // 6)) + "ab"
+        assert len(text) == 200_000
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        """,
+    )
+    write_config(tmp_path, "steps:\n  - script: long.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    expected = "".join(f"{i:06d}" for i in range(200_000 // 6)) + "ab"
+    found = messages(log)
+    start = found.index(OUTPUT_HEAD) + 1
+    end = len(found) - 1 - found[::-1].index("-" * 48)
+    pieces = found[start:end]
+    assert "".join(pieces) == expected
+    assert len(pieces) > 1
+    assert max(len(line) for line in log_lines(log)) <= 100_000
+    assert expected in result.stdout
+
+
+def test_carriage_return_progress_bar_raw_on_screen_separate_lines_in_log(tmp_path: Path) -> None:
+    write_script(
+        tmp_path,
+        "bar.py",
+        """
+        import sys
+        for percent in (10, 50, 100):
+            sys.stdout.write(f"\\rprogress {percent}%")
+            sys.stdout.flush()
+        sys.stdout.write("\\ndone\\n")
+        """,
+    )
+    write_config(tmp_path, "steps:\n  - script: bar.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = subprocess.run(
+        [*lynx_command(), "start", "-ni", "-cf", "config.yaml", "-lf", str(log)],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert b"\rprogress 10%\rprogress 50%\rprogress 100%\ndone\n" in result.stdout
+    raw = log.read_bytes()
+    assert b"\r" not in raw
+    found = messages(log)
+    start = found.index(OUTPUT_HEAD) + 1
+    bar_lines = [line for line in found[start:] if line.startswith("progress")]
+    assert bar_lines == ["progress 10%", "progress 50%", "progress 100%"]
+    assert "done" in found
+    for line in log_lines(log):
+        assert PREFIX.match(line), line
+
+
+# --- a log that cannot be written ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["missing directory", "a directory"])
+def test_unwritable_log_path_fails_up_front(tmp_path: Path, where: str) -> None:
+    marker_step(tmp_path, "ok.py")
+    write_config(tmp_path, "steps:\n  - script: ok.py\n")
+    if where == "missing directory":
+        log_path = tmp_path / "no such dir" / "lynx.log"
+    else:
+        log_path = tmp_path / "logs"
+        log_path.mkdir()
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log_path), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert_clean(result)
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stdout + result.stderr
+    assert str(log_path) in errors[0]
+    assert "Processing Step" not in result.stdout
+    assert ran(tmp_path) == []
+
+
+def test_log_write_failing_mid_run_is_reported_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    if not (os.path.exists("/dev/full") and os.access("/dev/full", os.W_OK)):
+        pytest.skip("needs a writable /dev/full")
+    printing_step(tmp_path, "one.py", [f"line {i}" for i in range(50)])
+    marker_step(tmp_path, "two.py")
+    write_config(tmp_path, "steps:\n  - script: one.py\n  - script: two.py\n")
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "--log-file", "/dev/full", "-ls", "0", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    assert ran(tmp_path) == ["one.py", "two.py"]
+    assert "Step 2 (two.py) completed successfully." in result.stdout
+    assert "line 49" in result.stdout
+    mentions = [line for line in result.stderr.splitlines() if "/dev/full" in line or "log" in line.lower()]
+    assert len(mentions) == 1, result.stderr
+    assert "/dev/full" in mentions[0]
