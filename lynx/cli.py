@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -116,4 +117,16 @@ def main(argv: list[str] | None = None) -> None:
         code = EXIT_INTERRUPTED
     except Terminated as terminated:
         code = terminated.exit_code
+    _flush_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _flush_stdout() -> None:
+    """A reader that went away (``lynx start | head -1``) must not turn a finished run into exit 120."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        # What is still buffered can never be shown; let the interpreter's last flush go nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -77,10 +77,12 @@ def run_on_schedule(
                 log.info(f"Next run at {next_run()}.")
 
     def on_event(event: JobEvent) -> None:
-        when = _format(event.scheduled_run_time)
         if event.code == EVENT_JOB_MAX_INSTANCES:
+            # This event carries the list of fire times it refused, not a single one.
+            when = _format(event.scheduled_run_times[-1])
             log.warning(f"Skipped the run scheduled at {when}: the previous run is still going.")
         else:
+            when = _format(event.scheduled_run_time)
             log.warning(f"Missed the run scheduled at {when}: it is more than {MISFIRE_GRACE} s late.")
 
     scheduler.add_job(

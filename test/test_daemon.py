@@ -1,0 +1,495 @@
+"""Background start and stop with real detached processes, pid files and signals."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import pexpect
+import psutil
+import pytest
+from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
+
+PID_FILE = ".lynx_pid.json"
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
+STOPPED = "Lynx received SIGTERM and has stopped."
+RECORD_FIELDS = {
+    "pid",
+    "name",
+    "exe",
+    "cmdline",
+    "status",
+    "username",
+    "create_time",
+    "config_file",
+    "log_file",
+    "started_at",
+}
+
+
+def kill_processes_in(directory: Path) -> None:
+    """Kill whatever still runs with its working directory in ``directory``: only this test started those."""
+    root = str(directory.resolve())
+    leftovers = []
+    for process in psutil.process_iter(["cwd"]):
+        cwd = process.info.get("cwd")
+        if cwd and (cwd == root or cwd.startswith(root + os.sep)) and process.pid != os.getpid():
+            leftovers.append(process)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=5)
+
+
+@pytest.fixture
+def workdir(lynx_dir: Path) -> Iterator[Path]:
+    """lynx_dir, plus: every process still working in it after the test (schedulers, steps) is killed."""
+    yield lynx_dir
+    kill_processes_in(lynx_dir)
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """A ``sleep 60`` that is not Lynx's: nothing may signal it."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    yield sleeper
+    sleeper.kill()
+    sleeper.wait()
+
+
+def is_gone(pid: int, create_time: float) -> bool:
+    """The process that had ``pid`` at ``create_time`` has ended (a zombie counts as ended)."""
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - create_time) > 0.01:
+            return True
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def schedule_config(directory: Path, script: str) -> Path:
+    return write_config(
+        directory,
+        f"""
+        cron:
+          second: '*/2'
+        steps:
+          - script: {script}
+        """,
+    )
+
+
+def start_background(directory: Path, config: Path, *extra: str, input: str | None = None) -> Any:
+    return run_lynx("start", "-bg", "-cf", str(config), *extra, cwd=directory, input=input, timeout=30)
+
+
+def read_record(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / PID_FILE).read_text(encoding="utf-8"))
+
+
+def log_text(directory: Path, name: str = "x.log") -> str:
+    path = directory / name
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def completed_runs(directory: Path, script: str = "step.py") -> int:
+    return log_text(directory).count(f"Step 1 ({script}) completed successfully.")
+
+
+def schedulers_in(directory: Path) -> list[psutil.Process]:
+    """Live detached Lynx schedulers working in ``directory``."""
+    root = str(directory.resolve())
+    found = []
+    for process in psutil.process_iter(["cwd", "cmdline", "status"]):
+        if process.info.get("cwd") != root or process.info.get("status") == psutil.STATUS_ZOMBIE:
+            continue
+        if "--detached" in (process.info.get("cmdline") or []):
+            found.append(process)
+    return found
+
+
+def read_pid(path: Path) -> tuple[int, float]:
+    """The PID a step wrote to ``path`` and that process's create time (read while it is alive)."""
+    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), timeout=20))
+    return pid, psutil.Process(pid).create_time()
+
+
+def fake_record(pid: Any, create_time: Any, **overrides: Any) -> dict[str, Any]:
+    record = {
+        "pid": pid,
+        "name": "python3",
+        "exe": sys.executable,
+        "cmdline": [sys.executable, "-m", "lynx", "start", "--detached"],
+        "status": "sleeping",
+        "username": psutil.Process().username(),
+        "create_time": create_time,
+        "config_file": "/nowhere/config.yaml",
+        "log_file": None,
+        "started_at": "2026-01-01T00:00:00+00:00",
+    }
+    record.update(overrides)
+    return record
+
+
+def assert_one_error_line(result: Any) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+
+
+def test_background_start_detaches_and_records_itself(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    # Started from a real terminal, so a scheduler still tied to it would show it.
+    terminal = pexpect.spawn(
+        lynx_command()[0],
+        [*lynx_command()[1:], "start", "-bg", "-lf", "x.log", "-cf", str(config)],
+        cwd=str(workdir),
+        env=clean_env(),
+        encoding="utf-8",
+        timeout=30,
+    )
+    terminal.expect(pexpect.EOF)
+    terminal.close()
+    output = terminal.before
+    assert terminal.exitstatus == 0, output
+    assert "Traceback" not in output
+    printed = re.search(r"PID (\d+)", output)
+    assert printed, output
+
+    record = read_record(workdir)
+    assert set(record) == RECORD_FIELDS
+    pid = record["pid"]
+    assert int(printed.group(1)) == pid
+    process = psutil.Process(pid)
+    assert process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    assert abs(process.create_time() - record["create_time"]) <= 0.01
+    assert record["name"] == process.name()
+    assert record["exe"] == process.exe()
+    assert record["cmdline"] == process.cmdline()
+    assert record["username"] == process.username()
+    assert isinstance(record["status"], str) and record["status"]
+    assert record["config_file"] == str(config)
+    assert record["log_file"] == str(workdir / "x.log")
+    assert datetime.fromisoformat(record["started_at"])
+    assert not os.stat(workdir / PID_FILE).st_mode & stat.S_IWOTH
+
+    # Its own session, no controlling terminal, no terminal on its standard streams.
+    assert os.getsid(pid) == pid
+    assert os.getsid(pid) not in (os.getsid(0), terminal.pid)
+    assert process.terminal() is None
+    for fd in (0, 1, 2):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        assert not target.startswith(("/dev/pts", "/dev/tty", "/dev/console")), (fd, target)
+
+    # The terminal is closed; the scheduler goes on and its log fills with runs.
+    wait_for(lambda: completed_runs(workdir) >= 2, timeout=20)
+    assert process.is_running()
+    assert len(ran(workdir)) >= 2
+
+
+@pytest.mark.parametrize(
+    ("answer", "log_name"),
+    [("x.log\n", "x.log"), ("", None)],
+    ids=["log-file-named", "end-of-input-discards"],
+)
+def test_background_without_log_file_asks_for_one(workdir: Path, answer: str, log_name: str | None) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    result = start_background(workdir, config, input=answer)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Please enter the name for the log file, else the log information will be discarded" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    record = read_record(workdir)
+    wait_for(lambda: len(ran(workdir)) >= 1, timeout=20)
+    if log_name is None:
+        assert record["log_file"] is None
+        assert "discarded" in result.stdout
+        assert not [name for name in os.listdir(workdir) if "log" in name and name != PID_FILE]
+    else:
+        assert record["log_file"] == str(workdir / log_name)
+        wait_for(lambda: completed_runs(workdir) >= 1, timeout=20)
+
+
+def test_stop_asks_then_ends_the_scheduler(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    pid, created = record["pid"], record["create_time"]
+    wait_for(lambda: completed_runs(workdir) >= 1, timeout=20)
+
+    result = run_lynx("stop", cwd=workdir, input="y\n", timeout=40)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"Are you sure you want to terminate the process (PID {pid})? (y/n)" in result.stdout
+    assert "Traceback" not in output
+    assert is_gone(pid, created)
+    assert not (workdir / PID_FILE).exists()
+    assert schedulers_in(workdir) == []
+    log = log_text(workdir)
+    assert log.endswith("\n")
+    assert log.splitlines()[-1].endswith(STOPPED)
+
+
+@pytest.mark.parametrize("flag", ["--yes", "-y"])
+def test_stop_yes_needs_no_input(workdir: Path, flag: str) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    result = run_lynx("stop", flag, cwd=workdir, timeout=40)  # stdin is /dev/null
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert is_gone(record["pid"], record["create_time"])
+    assert not (workdir / PID_FILE).exists()
+
+
+def test_stop_declined_or_unanswered_leaves_it_running(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    process = psutil.Process(record["pid"])
+    for answer in ("n\n", None):
+        result = run_lynx("stop", cwd=workdir, input=answer, timeout=40)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        assert read_record(workdir) == record
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
+
+
+def test_stop_without_pid_file(workdir: Path) -> None:
+    result = run_lynx("stop", cwd=workdir, input="y\n")
+    assert result.returncode == 1
+    assert_one_error_line(result)
+    assert "Error: no background Lynx to stop" in result.stderr
+    assert ran(workdir) == []
+
+
+def test_stop_with_a_stale_pid_file(workdir: Path) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(ended.pid).create_time()  # running or a zombie: not reaped yet
+    ended.wait()
+    (workdir / PID_FILE).write_text(json.dumps(fake_record(ended.pid, created)))
+    result = run_lynx("stop", cwd=workdir, input="y\n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"The Lynx process (PID {ended.pid}) has already ended" in result.stdout
+    assert "Traceback" not in output
+    assert not (workdir / PID_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda pid, created: '{"pid": ' + str(pid) + ', "create_time": ',
+        lambda pid, created: "",
+        lambda pid, created: "null",
+        lambda pid, created: json.dumps([pid, created]),
+        lambda pid, created: json.dumps({"pid": pid, "create_time": created}),
+        lambda pid, created: json.dumps(fake_record(str(pid), created)),
+        lambda pid, created: json.dumps(fake_record(pid, str(created))),
+        lambda pid, created: json.dumps(fake_record(True, created)),
+        lambda pid, created: json.dumps(fake_record(pid, created, cmdline="lynx start")),
+    ],
+    ids=["truncated", "empty", "null", "list", "missing-fields", "pid-string", "time-string", "pid-bool", "cmdline"],
+)
+def test_stop_with_a_broken_pid_file_signals_nothing(
+    workdir: Path, bystander: subprocess.Popen[bytes], content: Any
+) -> None:
+    text = content(bystander.pid, psutil.Process(bystander.pid).create_time())
+    (workdir / PID_FILE).write_text(text)
+    result = run_lynx("stop", "-y", cwd=workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert bystander.poll() is None
+    assert (workdir / PID_FILE).read_text() == text
+    assert ran(workdir) == []
+
+
+def test_stop_refuses_a_reused_pid(workdir: Path, bystander: subprocess.Popen[bytes]) -> None:
+    created = psutil.Process(bystander.pid).create_time()
+    (workdir / PID_FILE).write_text(json.dumps(fake_record(bystander.pid, created - 1000.0)))
+    result = run_lynx("stop", "-y", cwd=workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert bystander.poll() is None
+    assert ran(workdir) == []
+
+
+def test_stop_ends_a_running_step_and_everything_it_started(workdir: Path) -> None:
+    pids = workdir / "pids"
+    pids.mkdir()
+    write_script(
+        workdir,
+        "grandchild.py",
+        f"""
+        import os, time
+        os.setsid()
+        open({str(pids / "grandchild")!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    write_script(
+        workdir,
+        "child.py",
+        f"""
+        import os, subprocess, sys, time
+        subprocess.Popen([sys.executable, {str(workdir / "grandchild.py")!r}])
+        open({str(pids / "child")!r}, "w").write(str(os.getpid()))
+        time.sleep(60)
+        """,
+    )
+    write_script(
+        workdir,
+        "step.py",
+        f"""
+        import os, subprocess, sys, time
+        subprocess.Popen([sys.executable, {str(workdir / "child.py")!r}])
+        open({str(pids / "step")!r}, "w").write(str(os.getpid()))
+        print("step is running", flush=True)
+        time.sleep(60)
+        """,
+    )
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    started = [read_pid(pids / name) for name in ("step", "child", "grandchild")]
+
+    result = run_lynx("stop", "-y", cwd=workdir, timeout=40)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    assert is_gone(record["pid"], record["create_time"])
+    for name, (pid, created) in zip(("step", "child", "grandchild"), started):
+        assert is_gone(pid, created), f"the {name} (PID {pid}) outlived lynx stop"
+    # The scheduler ended its step's whole tree itself; stop's last-resort SIGKILL was not needed.
+    assert "Had to kill" not in result.stdout
+    assert not (workdir / PID_FILE).exists()
+    log = log_text(workdir)
+    assert "Step 1 (step.py) interrupted (SIGTERM)" in log
+    assert "Step 1 (step.py) was interrupted." in log
+    assert log.splitlines()[-1].endswith(STOPPED)
+
+
+def test_stop_kills_a_step_that_ignores_sigterm(workdir: Path) -> None:
+    pid_file = workdir / "step.pid"
+    write_script(
+        workdir,
+        "stubborn.py",
+        f"""
+        import os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        print("ignoring SIGTERM", flush=True)
+        time.sleep(60)
+        """,
+    )
+    config = schedule_config(workdir, "stubborn.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    step_pid, step_created = read_pid(pid_file)
+    wait_for(lambda: "ignoring SIGTERM" in log_text(workdir), timeout=20)
+
+    result = run_lynx("stop", "-y", cwd=workdir, timeout=45)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    assert is_gone(step_pid, step_created)
+    assert is_gone(record["pid"], record["create_time"])
+    assert not (workdir / PID_FILE).exists()
+    assert "killing it (SIGKILL)" in log_text(workdir) + output
+
+
+def test_scheduler_killed_with_sigkill(workdir: Path) -> None:
+    pid_file = workdir / "step.pid"
+    write_script(
+        workdir,
+        "chatty.py",
+        f"""
+        import os, time
+        open({str(pid_file)!r}, "w").write(str(os.getpid()))
+        for number in range(10 ** 7):
+            print(f"line {{number}} " + "x" * 300, flush=True)
+            time.sleep(0.0005)
+        """,
+    )
+    config = schedule_config(workdir, "chatty.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    read_pid(pid_file)
+    wait_for(lambda: log_text(workdir).count("\n") > 500, timeout=20)
+    scheduler = psutil.Process(record["pid"])
+    tree = [scheduler, *scheduler.children(recursive=True)]
+    scheduler.kill()  # mid-output
+    for process in tree[1:]:  # the step would be orphaned: end it too
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(tree, timeout=10)
+    wait_for(lambda: is_gone(record["pid"], record["create_time"]), timeout=10)
+
+    log = log_text(workdir)
+    assert log.endswith("\n"), repr(log[-200:])
+    assert LOG_LINE.match(log.splitlines()[-1]), repr(log.splitlines()[-1])
+
+    result = run_lynx("stop", cwd=workdir, input="y\n")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "has already ended" in result.stdout
+    assert "Traceback" not in output
+    assert not (workdir / PID_FILE).exists()
+
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    again = start_background(workdir, config, "-lf", "y.log")
+    assert again.returncode == 0, again.stdout + again.stderr
+    new_record = read_record(workdir)
+    assert new_record["pid"] != record["pid"]
+    wait_for(lambda: ran(workdir), timeout=20)
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
+
+
+def test_only_one_background_lynx_per_directory(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    command = [*lynx_command(), "start", "-bg", "-lf", "x.log", "-cf", str(config)]
+    racers = [
+        subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(*racer.communicate(timeout=30), racer.returncode) for racer in racers]
+    codes = sorted(code for _, _, code in outcomes)
+    assert codes == [0, 1], outcomes
+    loser_out, loser_err, _ = next(outcome for outcome in outcomes if outcome[2] == 1)
+    assert "Error: a background Lynx is already running here" in loser_err
+    assert "Traceback" not in loser_out + loser_err
+    record = read_record(workdir)
+    assert [process.pid for process in schedulers_in(workdir)] == [record["pid"]]
+
+    # A second start later is refused too.
+    result = start_background(workdir, config, "-lf", "x.log")
+    assert result.returncode == 1
+    assert_one_error_line(result)
+    assert "Error: a background Lynx is already running here" in result.stderr
+    assert read_record(workdir) == record
+    assert [process.pid for process in schedulers_in(workdir)] == [record["pid"]]

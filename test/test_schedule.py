@@ -1,0 +1,354 @@
+"""Real cron firing at second granularity: runs, skipped fires, late fires, signals, Ctrl+C/Ctrl+D."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pexpect
+import psutil
+import pytest
+from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
+
+EVERY_2_SECONDS = """
+    cron:
+      second: '*/2'
+    steps:
+      - script: {script}
+"""
+
+
+def schedule_config(directory: Path, script: str) -> Path:
+    return write_config(directory, EVERY_2_SECONDS.format(script=script))
+
+
+def kill_processes_in(directory: Path) -> None:
+    """Kill whatever still runs with its working directory in ``directory``: only this test started those."""
+    root = str(directory.resolve())
+    leftovers = []
+    for process in psutil.process_iter(["cwd"]):
+        cwd = process.info.get("cwd")
+        if cwd and (cwd == root or cwd.startswith(root + os.sep)) and process.pid != os.getpid():
+            leftovers.append(process)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=5)
+
+
+def is_gone(pid: int, create_time: float) -> bool:
+    """The process that had ``pid`` at ``create_time`` has ended (a zombie counts as ended)."""
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - create_time) > 0.01:
+            return True
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def read_pid(path: Path) -> tuple[int, float]:
+    """The PID a step wrote to ``path`` and that process's create time (read while it is alive)."""
+    pid = int(wait_for(lambda: path.exists() and path.read_text().strip(), timeout=20))
+    return pid, psutil.Process(pid).create_time()
+
+
+class Foreground:
+    """``lynx args`` running in the foreground without a terminal, its output going to a file."""
+
+    def __init__(self, directory: Path, args: tuple[str, ...], env: dict[str, str] | None) -> None:
+        self.output_path = directory / "lynx-output.txt"
+        self._handle = open(self.output_path, "wb")  # noqa: SIM115 - closed by the fixture
+        self.popen = subprocess.Popen(
+            [*lynx_command(), *args],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            env=env or clean_env(),
+        )
+
+    def output(self) -> str:
+        return self.output_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 20) -> None:
+        wait_for(lambda: text in self.output(), timeout=timeout)
+
+    def send(self, signum: int) -> None:
+        os.kill(self.popen.pid, signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self._handle.close()
+
+
+@pytest.fixture
+def foreground(tmp_path: Path) -> Iterator[Callable[..., Foreground]]:
+    """Start ``lynx`` in tmp_path; it (and anything left in tmp_path) is killed after the test."""
+    started: list[Foreground] = []
+
+    def launch(*args: str, env: dict[str, str] | None = None) -> Foreground:
+        lynx = Foreground(tmp_path, args, env)
+        started.append(lynx)
+        return lynx
+
+    yield launch
+    for lynx in started:
+        lynx.close()
+    kill_processes_in(tmp_path)
+
+
+def test_runs_on_every_fire_until_ctrl_c(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "step.py")
+    config = schedule_config(tmp_path, "step.py")
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    wait_for(lambda: len(ran(tmp_path)) >= 2, timeout=20)
+    lynx.wait_output("Next run at ")
+    assert lynx.popen.poll() is None
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    assert "Traceback" not in output
+    assert re.search(r"Next run at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", output)
+    assert "Lynx was interrupted (Ctrl+C) and has stopped." in output
+    assert output.count("Step 1 (step.py) completed successfully.") >= 2
+
+
+def test_sigterm_ends_the_schedule_with_143(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "step.py")
+    config = schedule_config(tmp_path, "step.py")
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    lynx.wait_output("Next run at ")
+    lynx.send(signal.SIGTERM)
+    assert lynx.wait() == 143
+    output = lynx.output()
+    assert "Traceback" not in output
+    assert "Lynx received SIGTERM and has stopped." in output
+    assert len(ran(tmp_path)) >= 1
+
+
+def test_failed_run_ends_the_schedule(tmp_path: Path) -> None:
+    marker_step(tmp_path, "fail.py", exit_code=3)
+    config = schedule_config(tmp_path, "fail.py")
+    result = run_lynx("start", "-ni", "-cf", str(config), cwd=tmp_path, timeout=30)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert ran(tmp_path) == ["fail.py"]
+    assert "Step 1 (fail.py) failed with exit code 3." in output
+    assert "The run failed: ending the schedule." in output
+    assert "Traceback" not in output
+
+
+def test_keep_running_runs_a_failing_step_again(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "fail.py", exit_code=3)
+    config = schedule_config(tmp_path, "fail.py")
+    lynx = foreground("start", "-ni", "--keep-running", "-cf", str(config))
+    wait_for(lambda: len(ran(tmp_path)) >= 2, timeout=20)
+    assert lynx.popen.poll() is None, lynx.output()
+    lynx.wait_output("The run failed; --keep-running: next run at ")
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    assert output.count("Step 1 (fail.py) failed with exit code 3.") >= 2
+    assert "Traceback" not in output
+
+
+def test_fires_during_a_run_are_skipped_and_runs_never_overlap(
+    tmp_path: Path, foreground: Callable[..., Foreground]
+) -> None:
+    times = tmp_path / "times.txt"
+    lock = tmp_path / "running.lock"
+    write_script(
+        tmp_path,
+        "slow.py",
+        f"""
+        import os, time
+        with open({str(times)!r}, "a") as handle:
+            handle.write(f"start {{time.time()}}\\n")
+        try:
+            os.close(os.open({str(lock)!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            with open({str(times)!r}, "a") as handle:
+                handle.write("overlap\\n")
+        time.sleep(5)
+        os.unlink({str(lock)!r})
+        with open({str(times)!r}, "a") as handle:
+            handle.write(f"end {{time.time()}}\\n")
+        """,
+    )
+    config = schedule_config(tmp_path, "slow.py")
+    lynx = foreground("start", "-ni", "-cf", str(config))
+
+    def lines() -> list[str]:
+        return times.read_text().splitlines() if times.exists() else []
+
+    wait_for(lambda: sum(line.startswith("start") for line in lines()) >= 2, timeout=30)
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    assert "Skipped the run scheduled at" in output
+    assert "the previous run is still going" in output
+    assert "Traceback" not in output
+    recorded = lines()
+    assert "overlap" not in recorded
+    # Each run ends before the next one starts: start, end, start, ...
+    kinds = [line.split()[0] for line in recorded]
+    assert kinds[:3] == ["start", "end", "start"], recorded
+    stamps = [float(line.split()[1]) for line in recorded[:3]]
+    assert stamps[0] <= stamps[1] <= stamps[2]
+
+
+def test_ctrl_c_during_a_scheduled_run_ends_the_step(tmp_path: Path) -> None:
+    pid_file = tmp_path / "step.pid"
+    write_script(
+        tmp_path,
+        "hang.py",
+        f"""
+        import os, time
+        with open({str(pid_file)!r}, "w") as handle:
+            handle.write(str(os.getpid()))
+        print("step started", flush=True)
+        time.sleep(60)
+        """,
+    )
+    config = schedule_config(tmp_path, "hang.py")
+    child = pexpect.spawn(
+        lynx_command()[0],
+        [*lynx_command()[1:], "start", "-ni", "-cf", str(config)],
+        cwd=str(tmp_path),
+        env=clean_env(),
+        encoding="utf-8",
+        timeout=30,
+    )
+    try:
+        child.expect("step started")
+        pid, created = read_pid(pid_file)
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        child.close()
+        output = child.before
+        assert child.exitstatus == 130, output
+        assert "Traceback" not in output
+        assert "interrupted (Ctrl+C)" in output
+        assert is_gone(pid, created)
+    finally:
+        child.close(force=True)
+        kill_processes_in(tmp_path)
+
+
+def test_interactive_mode_with_a_cron_section_runs_once(tmp_path: Path) -> None:
+    marker_step(tmp_path, "step.py")
+    config = schedule_config(tmp_path, "step.py")
+    result = run_lynx("start", "-cf", str(config), cwd=tmp_path, timeout=30)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert ran(tmp_path) == ["step.py"]
+    assert "interactive mode runs the pipeline once" in output
+    assert "Next run at" not in output
+    assert "Traceback" not in output
+
+
+def test_ctrl_d_on_a_terminal_ends_the_schedule(tmp_path: Path) -> None:
+    marker_step(tmp_path, "step.py")
+    config = schedule_config(tmp_path, "step.py")
+    child = pexpect.spawn(
+        lynx_command()[0],
+        [*lynx_command()[1:], "start", "-ni", "-cf", str(config)],
+        cwd=str(tmp_path),
+        env=clean_env(),
+        encoding="utf-8",
+        timeout=30,
+    )
+    try:
+        child.expect("Next run at ")
+        child.sendeof()
+        child.expect("End of input")
+        child.expect(pexpect.EOF)
+        child.close()
+        output = child.before
+        assert child.exitstatus == 0, output
+        assert "The schedule has ended." in output
+        assert "Traceback" not in output
+    finally:
+        child.close(force=True)
+        kill_processes_in(tmp_path)
+
+
+def test_a_late_fire_still_runs(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    """A fire missed by 3 s (Lynx suspended) runs late, within the misfire grace, instead of never.
+
+    The schedule fires once a minute, so a fire dropped as missed would not be made up for by
+    the next one within this test's wait.
+    """
+    started = tmp_path / "started.txt"
+    marker_step(
+        tmp_path,
+        "step.py",
+        extra=f"import time; open({str(started)!r}, 'a').write(f'{{time.time()}}\\n')",
+    )
+    fire_second = (datetime.now(timezone.utc).second + 6) % 60
+    config = write_config(
+        tmp_path,
+        f"""
+        cron:
+          second: '{fire_second}'
+          timezone: UTC
+        steps:
+          - script: step.py
+        """,
+    )
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    found = wait_for(lambda: re.search(r"first run at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", lynx.output()), timeout=20)
+    assert isinstance(found, re.Match)
+    fire = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    assert fire - time.time() > 0.5, "Lynx took too long to start: the fire time is already here"
+    lynx.send(signal.SIGSTOP)
+    try:
+        while time.time() < fire + 3:  # suspended past the fire time
+            time.sleep(0.1)
+        assert ran(tmp_path) == []
+    finally:
+        lynx.send(signal.SIGCONT)
+    wait_for(lambda: ran(tmp_path), timeout=20)
+    assert float(started.read_text().split()[0]) >= fire + 2.5
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    assert "Missed the run" not in output
+    assert "Traceback" not in output
+
+
+def test_cron_timezone_utc(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    """The hours are UTC hours even where local time is 9 hours ahead (TZ=Asia/Tokyo)."""
+    marker_step(tmp_path, "step.py")
+    hour = datetime.now(timezone.utc).hour
+    config = write_config(
+        tmp_path,
+        f"""
+        cron:
+          hour: '{hour},{(hour + 1) % 24}'
+          second: '*/2'
+          timezone: UTC
+        steps:
+          - script: step.py
+        """,
+    )
+    lynx = foreground("start", "-ni", "-cf", str(config), env=clean_env(TZ="Asia/Tokyo"))
+    wait_for(lambda: ran(tmp_path), timeout=20)
+    lynx.wait_output("Next run at ")
+    assert re.search(r"Next run at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lynx.output())
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    assert "Traceback" not in lynx.output()
