@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,7 +59,7 @@ def marker_step(directory: Path, name: str, exit_code: int = 0, extra: str = "")
         name,
         f"""
         import sys
-        with open({str(directory / 'ran.txt')!r}, "a", encoding="utf-8") as handle:
+        with open({str(directory / "ran.txt")!r}, "a", encoding="utf-8") as handle:
             handle.write(" ".join([{name!r}] + sys.argv[1:]) + "\\n")
         {extra}
         print("output of {name}")
@@ -122,8 +123,6 @@ def lynx_dir(tmp_path: Path) -> Iterator[Path]:
     except (ValueError, KeyError, TypeError, psutil.Error):
         return
     for each in tree:
-        try:
+        with contextlib.suppress(psutil.Error):
             each.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(tree, timeout=10)
