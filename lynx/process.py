@@ -76,17 +76,17 @@ def run_step(
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=dict(env) if env is not None else None,
+        env=env,
         start_new_session=True,
     )
-    guard._started(popen, name)
-    if guard.stopping:
-        end_process_tree(popen, name, "Lynx is stopping", guard.grace)
     assert popen.stdout is not None
-    fd = popen.stdout.fileno()
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
     try:
+        guard._started(popen, name)
+        if guard.stopping:
+            end_process_tree(popen, name, "Lynx is stopping", guard.grace)
+        fd = popen.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         while True:
             if poller.poll(EXIT_CHECK_MS):
                 chunk = os.read(fd, CHUNK_SIZE)
