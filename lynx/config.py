@@ -31,6 +31,7 @@ CRON_FIELDS = (
 # An honest config is far below both; a YAML "billion laughs" bomb is far above the second.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_EXPANDED_NODES = 2_000_000
+MAX_INTERPOLATED_NODES = 200_000
 
 # Arguments without quotes, backslashes or unusual white space split the same with str.split,
 # which is much faster than shlex on configs with thousands of steps.
@@ -122,20 +123,25 @@ def _read_yaml(source: str) -> Any:
         problem = error.problem or error.context or "invalid YAML"
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as error:
-        raise ConfigError(f"{source}: invalid YAML: {error}") from None
+        # PyYAML's reader errors (bad UTF-8, control characters) span two lines: keep the first.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{source}: invalid YAML: {first_line}") from None
+    # OmegaConf builds an object for every expanded node: a far smaller expansion is already too much.
+    interpolates = b"${" in raw
+    limit = MAX_INTERPOLATED_NODES if interpolates else MAX_EXPANDED_NODES
     try:
         if isinstance(document, (dict, list)):
-            _expanded_size(document, {}, set())
+            _expanded_size(document, {}, set(), limit)
     except RecursionError:
         raise ConfigError(f"{source}: the YAML is nested too deeply") from None
     except _AliasCycleError:
         raise ConfigError(f"{source}: invalid YAML: an alias refers to a node that contains it") from None
     except _AliasBombError:
         raise ConfigError(
-            f"{source}: the YAML aliases expand to more than {MAX_EXPANDED_NODES} nodes; refusing to load it"
+            f"{source}: the YAML aliases expand to more than {limit} nodes; refusing to load it"
         ) from None
     # Only configs that use interpolation pay for OmegaConf.
-    if b"${" in raw:
+    if interpolates:
         document = _resolve_interpolations(document, source)
     return document
 
@@ -148,7 +154,7 @@ class _AliasBombError(Exception):
     pass
 
 
-def _expanded_size(node: Any, sizes: dict[int, int], on_path: set[int]) -> int:
+def _expanded_size(node: Any, sizes: dict[int, int], on_path: set[int], limit: int) -> int:
     """How many nodes a walk over ``node`` would visit, computed once per shared object.
 
     YAML aliases share objects, so the loaded graph stays small while its expansion (what any
@@ -164,11 +170,11 @@ def _expanded_size(node: Any, sizes: dict[int, int], on_path: set[int]) -> int:
     total = 1
     for child in node.values() if type(node) is dict else node:
         if type(child) is dict or type(child) is list:
-            total += _expanded_size(child, sizes, on_path)
+            total += _expanded_size(child, sizes, on_path, limit)
         else:
             total += 1
     on_path.discard(key)
-    if total > MAX_EXPANDED_NODES:
+    if total > limit:
         raise _AliasBombError
     sizes[key] = total
     return total
@@ -244,6 +250,8 @@ def _build_step(number: int, raw: Any, source: str, lookup: _ScriptLookup, words
             arguments = words[id(entries)] = split_arguments(entries)
         except ValueError as error:
             raise ConfigError(f"{where}: cannot split 'arguments': {error}") from None
+        if any("\0" in word for word in arguments):
+            raise ConfigError(f"{where}: 'arguments' contain a NUL character, which no program can receive")
     return Step(number=number, script=script, path=lookup.find(script, where), arguments=arguments)
 
 
@@ -258,7 +266,9 @@ class _ScriptLookup:
     def find(self, script: str, where: str) -> str:
         path = self.found.get(script)
         if path is None:
-            path = self.found[script] = self._search(script, where)
+            path = self._search(script, where)
+            # The interpreter would take "-name.py" for an option.
+            path = self.found[script] = os.path.join(os.curdir, path) if path.startswith("-") else path
         return path
 
     def _search(self, script: str, where: str) -> str:
@@ -288,8 +298,18 @@ def _build_schedule(raw: Any, source: str) -> Schedule:
     try:
         schedule.trigger()
     except Exception as error:
-        raise ConfigError(f"{source}: cron: {error}") from None
+        raise ConfigError(f"{source}: cron: {_culprit(schedule)}{error}") from None
     return schedule
+
+
+def _culprit(schedule: Schedule) -> str:
+    """Name the field whose value the trigger refused, when one alone is enough to refuse it."""
+    for name, value in schedule.fields:
+        try:
+            Schedule(fields=((name, value),)).trigger()
+        except Exception:  # APScheduler raises several types
+            return f"{name}: {value!r}: "
+    return ""
 
 
 def _kind(value: Any) -> str:
