@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 from typing import Any, BinaryIO, TextIO
 
 from lynx.errors import ConfigError
 
 LOGGER = "lynx"
-OUTPUT_LOGGER = "lynx.output"
 CONSOLE_HANDLER = "lynx-console"
 FILE_HANDLER = "lynx-file"
 FILE_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
@@ -73,14 +74,56 @@ class ConsoleHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-a
     pass
 
 
+def _timestamp(when: float) -> str:
+    """The time as logging's default formatter writes it: ``2026-11-21 22:31:16,327``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) + f",{int((when - int(when)) * 1000):03d}"
+
+
 def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
     # logging.handlers drags in socket, pickle and more: only runs with a log file pay for it.
     from logging.handlers import RotatingFileHandler
 
     class LogFileHandler(_ReportOnce, RotatingFileHandler):
-        what = f"the log file {path}"
+        """RotatingFileHandler that writes each record with one unbuffered system call.
 
-    return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        The standard one formats every record twice (once to decide on rotation) and goes
+        through a text buffer; with megabytes of step output per second that doubles Lynx's
+        cost. One write per record also means a killed Lynx never leaves half a record.
+        """
+
+        what = f"the log file {path}"
+        size = 0
+
+        def _open(self) -> Any:
+            stream = open(self.baseFilename, "ab", buffering=0)  # noqa: SIM115 - the handler owns it
+            self.size = os.fstat(stream.fileno()).st_size
+            return stream
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                self._write((self.format(record) + "\n").encode("utf-8", "replace"))
+            except Exception:
+                self.handleError(record)
+
+        def write_output(self, lines: bytes) -> None:
+            """Log a step's output: ``\n``-separated UTF-8 lines, each prefixed like a record's."""
+            prefix = f"{_timestamp(time.time())} - INFO - ".encode()
+            data = prefix + lines.replace(b"\n", b"\n" + prefix) + b"\n"
+            with self.lock:  # type: ignore[union-attr]
+                try:
+                    self._write(data)
+                except Exception:
+                    self.handleError(logging.makeLogRecord({"msg": "step output"}))
+
+        def _write(self, data: bytes) -> None:
+            if self.maxBytes > 0 and self.size and self.size + len(data) > self.maxBytes:
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            self.stream.write(data)
+            self.size += len(data)
+
+    return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count)
 
 
 def setup_logging(
@@ -91,8 +134,8 @@ def setup_logging(
     log_file: str | None,
     log_size: int,
     backup_count: int,
-) -> None:
-    """Configure the ``lynx`` loggers; calling it again replaces the handlers instead of stacking them.
+) -> Any:
+    """Configure the ``lynx`` logger; calling it again replaces the handlers instead of stacking them.
 
     Args:
         level: what reaches the screen.
@@ -102,21 +145,19 @@ def setup_logging(
         log_size: bytes before the file rotates (0: never).
         backup_count: rotated files kept.
 
+    Returns:
+        The log file's handler (its ``write_output`` takes step output), or None.
+
     Raises:
         ConfigError: the log file cannot be opened.
     """
     logger = logging.getLogger(LOGGER)
-    output_logger = logging.getLogger(OUTPUT_LOGGER)
-    for each in (logger, output_logger):
-        for handler in list(each.handlers):
-            if handler.get_name() in (CONSOLE_HANDLER, FILE_HANDLER):
-                each.removeHandler(handler)
-                if each is logger:
-                    handler.close()
+    for handler in list(logger.handlers):
+        if handler.get_name() in (CONSOLE_HANDLER, FILE_HANDLER):
+            logger.removeHandler(handler)
+            handler.close()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    output_logger.setLevel(logging.DEBUG)
-    output_logger.propagate = False
     # APScheduler's own chatter would reach stderr through logging's last resort; Lynx says
     # what matters (skipped and missed runs) itself.
     logging.getLogger("apscheduler").addHandler(logging.NullHandler())
@@ -128,16 +169,17 @@ def setup_logging(
         console.setLevel(level)
         console.setFormatter(ConsoleFormatter(color))
         logger.addHandler(console)
-    if log_file:
-        try:
-            file_handler = _log_file_handler(log_file, log_size, backup_count)
-        except OSError as error:
-            raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
-        file_handler.set_name(FILE_HANDLER)
-        file_handler.setLevel(min(level, logging.INFO))
-        file_handler.setFormatter(FileFormatter())
-        logger.addHandler(file_handler)
-        output_logger.addHandler(file_handler)
+    if not log_file:
+        return None
+    try:
+        file_handler = _log_file_handler(log_file, log_size, backup_count)
+    except OSError as error:
+        raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
+    file_handler.set_name(FILE_HANDLER)
+    file_handler.setLevel(min(level, logging.INFO))
+    file_handler.setFormatter(FileFormatter())
+    logger.addHandler(file_handler)
+    return file_handler
 
 
 def get_logger() -> logging.Logger:
@@ -147,15 +189,22 @@ def get_logger() -> logging.Logger:
 class OutputRelay:
     """Pass a step's output on as it arrives: raw bytes to the screen, whole lines to the log file.
 
-    The screen gets the bytes untouched (so ``\\r`` progress bars stay progress bars); the log
-    gets complete lines, split at ``\\n`` or ``\\r``, decoded leniently, and at most
-    MAX_LOG_LINE long. Memory stays bounded by one chunk plus one partial line.
+    The screen gets the bytes untouched (so ``\r`` progress bars stay progress bars); the log
+    gets complete lines, split at ``\n`` or ``\r``, as valid UTF-8 (bad bytes become U+FFFD),
+    and at most MAX_LOG_LINE long. Memory stays bounded by one chunk plus one partial line.
+    Output is handled a chunk at a time, never a line at a time: it can be hundreds of MB.
     """
 
-    def __init__(self, screen: BinaryIO | None, log_to_file: bool, record_limit: int = MAX_LOG_LINE) -> None:
+    def __init__(self, screen: BinaryIO | None, log_file: Any = None, record_limit: int | None = None) -> None:
+        """Args:
+        screen: where the raw bytes go (None: nowhere).
+        log_file: the handler returned by setup_logging (None: no log file).
+        record_limit: bytes per log write, prefixes included (None: a whole chunk per write).
+        """
         self.screen = screen
-        self.logger = logging.getLogger(OUTPUT_LOGGER) if log_to_file else None
-        self.record_limit = max(record_limit, 1)
+        self.screen_fd = _fileno(screen) if screen is not None else None
+        self.log_file = log_file
+        self.record_limit = record_limit
         self.partial = b""
         self.screen_failed = False
         self.screen_mid_line = False
@@ -163,22 +212,29 @@ class OutputRelay:
     def write(self, chunk: bytes) -> None:
         if self.screen is not None:
             self._to_screen(chunk)
-        if self.logger is not None:
+        if self.log_file is not None:
             self._to_log(chunk)
 
     def flush(self) -> None:
         """End the step's output: finish an unfinished last line on the screen and in the log."""
         if self.screen is not None and self.screen_mid_line:
             self._to_screen(b"\n")
-        if self.logger is not None and self.partial:
-            self._emit(self.partial)
+        if self.log_file is not None and self.partial:
+            last = self.partial[:-1] if self.partial.endswith(b"\r") else self.partial
             self.partial = b""
+            self._emit(last)
 
     def _to_screen(self, chunk: bytes) -> None:
         assert self.screen is not None
         try:
-            self.screen.write(chunk)
-            self.screen.flush()
+            if self.screen_fd is None:
+                self.screen.write(chunk)
+                self.screen.flush()
+            else:
+                # Straight to the file descriptor: no copy into a buffer, one system call.
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.screen_fd, view) :]
             self.screen_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError) as error:
             self.screen = None
@@ -196,35 +252,48 @@ class OutputRelay:
             self.partial = data
         else:
             self.partial = data[cut + 1 :]
-            self._emit(data[: cut + 1])
+            # The separator ending the block is left out: the log file adds its own.
+            stop = cut - 1 if data[cut] == 0x0A and cut > 0 and data[cut - 1] == 0x0D else cut
+            self._emit(data[:stop])
         while len(self.partial) >= MAX_LOG_LINE:
             self._emit(self.partial[:MAX_LOG_LINE])
             self.partial = self.partial[MAX_LOG_LINE:]
 
     def _emit(self, block: bytes) -> None:
-        assert self.logger is not None
-        text = block.decode("utf-8", "replace")
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if text.endswith("\n"):
-            text = text[:-1]
-        if len(text) + (text.count("\n") + 1) * LINE_PREFIX <= self.record_limit:
-            self.logger.info(text)
+        """Log ``block``: lines without their final separator."""
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            block = block.decode("utf-8", "replace").encode("utf-8")
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        limit = self.record_limit
+        lines = block.count(b"\n") + 1 if limit is not None else 0
+        if limit is None or len(block) + lines * LINE_PREFIX <= limit:
+            self.log_file.write_output(block)
             return
-        # Small --log-size: keep each record below it so rotation can keep files near the size.
-        piece: list[str] = []
-        size = 0
-        for line in text.split("\n"):
-            if piece and size + len(line) > self.record_limit:
-                self.logger.info("\n".join(piece))
-                piece, size = [], 0
-            piece.append(line)
-            size += len(line) + 1 + LINE_PREFIX
-        if piece:
-            self.logger.info("\n".join(piece))
+        # A small --log-size: cut the block at line ends into writes that, with their line
+        # prefixes, stay below it, so rotation can keep each file near the size.
+        budget = max(1, limit * len(block) // (len(block) + lines * LINE_PREFIX))
+        start = 0
+        while start <= len(block):
+            end = len(block) if len(block) - start <= budget else block.rfind(b"\n", start, start + budget)
+            if end <= start:  # one line longer than the budget: it stays whole
+                end = block.find(b"\n", start + 1)
+                end = len(block) if end < 0 else end
+            self.log_file.write_output(block[start:end])
+            start = end + 1
 
 
 def color_wanted(stream: Any, environ: dict[str, str]) -> bool:
     """Color only on a terminal, and never with NO_COLOR set or TERM=dumb."""
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        stream.flush()
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None

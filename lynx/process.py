@@ -14,7 +14,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 # Seconds a step gets between SIGTERM and SIGKILL.
 TERMINATE_GRACE = 5.0
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 256 * 1024
+PIPE_SIZE = 1024 * 1024
 # How often to check whether a silent step has exited although its output pipe is still open
 # (something it started in the background holds it).
 EXIT_CHECK_MS = 200
@@ -85,16 +86,22 @@ def run_step(
         if guard.stopping:
             end_process_tree(popen, name, "Lynx is stopping", guard.grace)
         fd = popen.stdout.fileno()
+        _widen_pipe(fd)
+        os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
-            if poller.poll(EXIT_CHECK_MS):
+            try:
                 chunk = os.read(fd, CHUNK_SIZE)
-                if not chunk:
+            except BlockingIOError:
+                # Nothing to read: wait for output, but notice a step that has exited while
+                # something it started in the background still holds the pipe open.
+                if not poller.poll(EXIT_CHECK_MS) and popen.poll() is not None:
                     break
-                on_output(chunk)
-            elif popen.poll() is not None:
+                continue
+            if not chunk:
                 break
+            on_output(chunk)
         return popen.wait()
     except BaseException as error:
         with _signals_deferred():
@@ -103,6 +110,16 @@ def run_step(
     finally:
         guard._finished()
         popen.stdout.close()
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let a fast step write up to PIPE_SIZE ahead: fewer, larger reads and fewer wake-ups."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except (ImportError, OSError):
+        pass  # not Linux, or above the system's pipe-max-size: the default pipe works too
 
 
 def describe_interruption(error: BaseException) -> str:

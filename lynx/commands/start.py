@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, TextIO
 
 from lynx import dialog
@@ -46,7 +45,7 @@ def start(
 
     screen = None if options.detached else stdout
     color = screen is not None and color_wanted(screen, dict(environ))
-    setup_logging(
+    log_file = setup_logging(
         level=getattr(logging, options.log_level),
         color=color,
         screen=screen,
@@ -56,8 +55,8 @@ def start(
     )
     relay = OutputRelay(
         None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen),
-        log_to_file=bool(options.log_file),
-        record_limit=max(options.log_size // 2, 1) if options.log_size else 64 * 1024,
+        log_file=log_file,
+        record_limit=max(options.log_size // 2, 1) if options.log_size else None,
     )
     _raise_on_termination_signals()
     log = get_logger()
@@ -114,6 +113,8 @@ def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
 
 
 def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
+    from pathlib import Path
+
     from lynx.daemon import start_detached
 
     log_file = options.log_file
