@@ -106,6 +106,8 @@ def stop(yes: bool) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the command and exit with its code."""
+    if sys.stdin is None:  # started with standard input closed (<&-): as good as empty
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
     try:
         code = cli.main(args=argv, prog_name="lynx", standalone_mode=False)
     except click.ClickException as error:

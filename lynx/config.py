@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from lynx.errors import ConfigError
@@ -33,9 +34,9 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_EXPANDED_NODES = 2_000_000
 MAX_INTERPOLATED_NODES = 200_000
 
-# Arguments without quotes, backslashes or unusual white space split the same with str.split,
+# Arguments without quotes, backslashes or white space other than " \t\r\n" split the same with str.split,
 # which is much faster than shlex on configs with thousands of steps.
-_PLAIN_ARGUMENT = re.compile(r"[^'\"\\\s]*(?:[ \t\r\n]+[^'\"\\\s]*)*")
+_NEEDS_SHLEX = re.compile(r"['\"\\]|[^\S \t\r\n]")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
     words: list[str] = []
     for entry in entries:
         text = str(entry)
-        if _PLAIN_ARGUMENT.fullmatch(text):
+        if not _NEEDS_SHLEX.search(text):
             words.extend(text.split())
         else:
             import shlex
@@ -186,10 +187,21 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_container(OmegaConf.create(document), resolve=True)
+        return OmegaConf.to_container(OmegaConf.create(_dates_as_text(document)), resolve=True)
     except OmegaConfBaseException as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"{source}: cannot resolve an interpolation: {message}") from None
+
+
+def _dates_as_text(node: Any) -> Any:
+    """A copy with YAML dates as ISO text, which OmegaConf takes (and CronTrigger too)."""
+    if isinstance(node, dict):
+        return {key: _dates_as_text(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_dates_as_text(value) for value in node]
+    if isinstance(node, (date, datetime)):
+        return node.isoformat(sep=" ") if isinstance(node, datetime) else node.isoformat()
+    return node
 
 
 def _unknown_key(key: object, known: tuple[str, ...]) -> str:
@@ -296,9 +308,13 @@ def _build_schedule(raw: Any, source: str) -> Schedule:
             raise ConfigError(f"{source}: cron: {_unknown_key(key, CRON_FIELDS)}")
     schedule = Schedule(fields=tuple((str(key), value) for key, value in raw.items()))
     try:
-        schedule.trigger()
-    except Exception as error:
+        trigger = schedule.trigger()
+        # Computing a fire time also checks what building the trigger does not (jitter).
+        first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
+    except Exception as error:  # APScheduler raises several types
         raise ConfigError(f"{source}: cron: {_culprit(schedule)}{error}") from None
+    if first is None:
+        raise ConfigError(f"{source}: cron: the schedule never fires (is end_date in the past?)")
     return schedule
 
 
@@ -306,7 +322,8 @@ def _culprit(schedule: Schedule) -> str:
     """Name the field whose value the trigger refused, when one alone is enough to refuse it."""
     for name, value in schedule.fields:
         try:
-            Schedule(fields=((name, value),)).trigger()
+            trigger = Schedule(fields=((name, value),)).trigger()
+            trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
         except Exception:  # APScheduler raises several types
             return f"{name}: {value!r}: "
     return ""

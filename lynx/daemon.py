@@ -21,8 +21,9 @@ PID_FILE = ".lynx_pid.json"
 # The scheduler gets this long after SIGTERM to end its step (which itself gets
 # TERMINATE_GRACE before SIGKILL) and exit; then whatever is left of its tree is killed.
 STOP_GRACE = TERMINATE_GRACE + 5.0
-# Create times are floats read from /proc; the same process always reads the same value.
-CREATE_TIME_TOLERANCE = 0.01
+# psutil derives create times from the boot time, which moves a little when the clock is set;
+# together with the command line, a second's tolerance still tells a reused PID apart.
+CREATE_TIME_TOLERANCE = 1.0
 _UNTOUCHED = "nothing was signalled. Remove the file if no Lynx runs from here."
 
 
@@ -100,7 +101,10 @@ def live_process(record: PidRecord) -> Any:
 
     try:
         process = psutil.Process(record.pid)
-        same = abs(process.create_time() - record.create_time) <= CREATE_TIME_TOLERANCE
+        same = (
+            abs(process.create_time() - record.create_time) <= CREATE_TIME_TOLERANCE
+            and process.cmdline() == record.cmdline
+        )
         if same and process.status() != psutil.STATUS_ZOMBIE:
             return process
     except psutil.Error:
@@ -193,28 +197,43 @@ def stop_background(
             raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} in {directory}")
         process = live_process(record)
         if process is None:
-            stale = _pid_now_taken(record.pid)
-            pid_path.unlink()
-            if stale:
-                raise LynxError(
-                    f"PID {record.pid} now belongs to another process ({stale}); it was not signalled. "
-                    f"The recorded Lynx has ended; removed the stale {PID_FILE}."
-                )
-            say(f"The Lynx process (PID {record.pid}) has already ended; removed the stale {PID_FILE}.")
-            return EXIT_OK
-        me = psutil.Process().username()
-        if process.username() != me:
-            raise LynxError(f"PID {record.pid} belongs to user {process.username()}, not {me}; it was not signalled.")
-        say(f"Background Lynx: {record.describe()}")
-        if not confirm(f"Are you sure you want to terminate the process (PID {record.pid})? (y/n)"):
-            say("Not stopped.")
-            return EXIT_FAILED
+            return _remove_stale(pid_path, record, say)
+    me = psutil.Process().username()
+    try:
+        owner = process.username()
+    except psutil.NoSuchProcess:
+        owner = me
+    if owner != me:
+        raise LynxError(f"PID {record.pid} belongs to user {owner}, not {me}; it was not signalled.")
+    say(f"Background Lynx: {record.describe()}")
+    # Asked without holding the lock: a slow answer must not block starts and stops here.
+    if not confirm(f"Are you sure you want to terminate the process (PID {record.pid})? (y/n)"):
+        say("Not stopped.")
+        return EXIT_FAILED
+    with directory_lock(directory):
+        if read_pid_file(pid_path) != record:
+            raise LynxError(f"{PID_FILE} changed while you were asked; nothing was signalled. Run 'lynx stop' again.")
+        if live_process(record) is None:
+            return _remove_stale(pid_path, record, say)
         say("Terminating process ...")
         killed = _end_tree(process)
         pid_path.unlink()
     if killed:
         say(f"Had to kill (SIGKILL) {killed} process(es) that did not exit within {STOP_GRACE:g} s of SIGTERM.")
     say(f"Stopped the background Lynx (PID {record.pid}).")
+    return EXIT_OK
+
+
+def _remove_stale(pid_path: Path, record: PidRecord, say: Callable[[str], None]) -> int:
+    """The recorded scheduler has ended: remove its record, and never signal whoever has its PID now."""
+    stale = _pid_now_taken(record.pid)
+    pid_path.unlink()
+    if stale:
+        raise LynxError(
+            f"PID {record.pid} now belongs to another process ({stale}); it was not signalled. "
+            f"The recorded Lynx has ended; removed the stale {PID_FILE}."
+        )
+    say(f"The Lynx process (PID {record.pid}) has already ended; removed the stale {PID_FILE}.")
     return EXIT_OK
 
 

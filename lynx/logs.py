@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -116,7 +115,8 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
                     self.handleError(logging.makeLogRecord({"msg": "step output"}))
 
         def _write(self, data: bytes) -> None:
-            if self.maxBytes > 0 and self.size and self.size + len(data) > self.maxBytes:
+            # As in the standard handler, a backup count of 0 means the file never rotates.
+            if self.maxBytes > 0 and self.backupCount > 0 and self.size and self.size + len(data) > self.maxBytes:
                 self.doRollover()
             if self.stream is None:
                 self.stream = self._open()
@@ -206,7 +206,6 @@ class OutputRelay:
         self.log_file = log_file
         self.record_limit = record_limit
         self.partial = b""
-        self.screen_failed = False
         self.screen_mid_line = False
 
     def write(self, chunk: bytes) -> None:
@@ -237,11 +236,10 @@ class OutputRelay:
                     view = view[os.write(self.screen_fd, view) :]
             self.screen_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError) as error:
+            # Said once, through the logger: the log file keeps it, and the console handler
+            # (which cannot write either) reports the broken screen on stderr, once.
             self.screen = None
-            if not self.screen_failed:
-                self.screen_failed = True
-                with contextlib.suppress(OSError, ValueError):
-                    sys.stderr.write(f"Lynx: cannot write step output to the screen ({error}); the run goes on.\n")
+            get_logger().warning(f"Cannot write step output to the screen any more ({error}); the run goes on.")
 
     def _to_log(self, chunk: bytes) -> None:
         data = self.partial + chunk if self.partial else chunk

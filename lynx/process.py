@@ -10,7 +10,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 # Seconds a step gets between SIGTERM and SIGKILL.
 TERMINATE_GRACE = 5.0
@@ -61,7 +61,7 @@ def run_step(
     name: str,
     guard: StepGuard,
     env: Mapping[str, str] | None = None,
-    stdin: int | None = None,
+    inherit_stdin: bool = True,
 ) -> int:
     """Run ``argv`` to its end, passing its merged stdout/stderr to ``on_output`` chunk by chunk.
 
@@ -69,23 +69,25 @@ def run_step(
     and Lynx ends the step's whole tree. Any exception while it runs (Ctrl+C, SIGTERM) ends the
     step before it propagates.
 
+    Without ``inherit_stdin`` the step reads an empty input, so it can never wait for an answer.
+
     Returns:
         The step's exit code (negative: killed by that signal).
     """
     popen = subprocess.Popen(
         list(argv),
-        stdin=stdin,
+        stdin=None if inherit_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
         start_new_session=True,
     )
     assert popen.stdout is not None
+    fd = popen.stdout.fileno()
     try:
         guard._started(popen, name)
         if guard.stopping:
             end_process_tree(popen, name, "Lynx is stopping", guard.grace)
-        fd = popen.stdout.fileno()
         _widen_pipe(fd)
         os.set_blocking(fd, False)
         poller = select.poll()
@@ -97,6 +99,7 @@ def run_step(
                 # Nothing to read: wait for output, but notice a step that has exited while
                 # something it started in the background still holds the pipe open.
                 if not poller.poll(EXIT_CHECK_MS) and popen.poll() is not None:
+                    _drain(fd, on_output)
                     break
                 continue
             if not chunk:
@@ -104,12 +107,20 @@ def run_step(
             on_output(chunk)
         return popen.wait()
     except BaseException as error:
-        with _signals_deferred():
-            end_process_tree(popen, name, describe_interruption(error), guard.grace)
+        end_process_tree(popen, name, describe_interruption(error), guard.grace)
+        # What the step printed while it was being ended (say, "saving a checkpoint") is kept.
+        _drain(fd, on_output)
         raise
     finally:
         guard._finished()
         popen.stdout.close()
+
+
+def _drain(fd: int, on_output: Callable[[bytes], None]) -> None:
+    """Pass on what is left in the (non-blocking) pipe."""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(fd, CHUNK_SIZE):
+            on_output(chunk)
 
 
 def _widen_pipe(fd: int) -> None:
@@ -137,43 +148,52 @@ def end_process_tree(popen: subprocess.Popen[bytes], name: str, reason: str, gra
 
     Two mechanisms, because each misses something: a child that called setsid has left the
     group but is still in the tree; a grandchild whose parent died has left the tree but is
-    still in the group. Only processes of this tree are signalled: psutil checks that each PID
-    still belongs to the process it found.
+    still in the group. Only processes found while the step was still unreaped are signalled,
+    by psutil, which checks that each PID still belongs to the process it found. Ctrl+C and
+    SIGTERM wait until this is done, so a second press cannot leave the step running.
     """
     import psutil
 
-    if popen.poll() is not None:
-        descendants: list[psutil.Process] = []
-        group_alive = False
-    else:
-        try:
-            descendants = psutil.Process(popen.pid).children(recursive=True)
-        except psutil.Error:
-            descendants = []
-        group_alive = True
-    log.warning(f"{name} {reason}: ending it (SIGTERM to PID {popen.pid} and {len(descendants)} child process(es)).")
-    _signal_all(popen, descendants, signal.SIGTERM, group_alive)
-    deadline = time.monotonic() + grace
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(timeout=grace)
-    _, alive = psutil.wait_procs(descendants, timeout=max(deadline - time.monotonic(), 0.1))
-    if popen.returncode is None or alive:
-        log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
-        _signal_all(popen, alive, signal.SIGKILL, popen.returncode is None)
-        popen.wait()
-        psutil.wait_procs(alive, timeout=2)
+    with _signals_deferred():
+        unreaped = popen.returncode is None
+        members = _tree_and_group(popen) if unreaped else []
+        log.warning(f"{name} {reason}: ending it (SIGTERM to PID {popen.pid} and {len(members)} more process(es)).")
+        _signal_all(popen, members, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=grace)
+        _, alive = psutil.wait_procs(members, timeout=max(deadline - time.monotonic(), 0.1))
+        if popen.returncode is None or alive:
+            log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
+            _signal_all(popen, alive, signal.SIGKILL)
+            popen.wait()
+            psutil.wait_procs(alive, timeout=2)
 
 
-def _signal_all(popen: subprocess.Popen[bytes], others: list[object], signum: int, group_alive: bool) -> None:
+def _tree_and_group(popen: subprocess.Popen[bytes]) -> list[Any]:
+    """The step's descendants and the other members of its process group, as psutil processes."""
     import psutil
 
-    if group_alive and popen.returncode is None:
+    members: dict[int, psutil.Process] = {}
+    with contextlib.suppress(psutil.Error):
+        members = {child.pid: child for child in psutil.Process(popen.pid).children(recursive=True)}
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if process.pid != popen.pid and process.pid not in members and os.getpgid(process.pid) == popen.pid:
+                members[process.pid] = process
+    return list(members.values())
+
+
+def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) -> None:
+    import psutil
+
+    if popen.returncode is None:
         # The leader is not yet reaped, so its PID (the group's ID) cannot belong to anyone else.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signum)
     for process in others:
         with contextlib.suppress(psutil.Error):
-            process.send_signal(signum)  # type: ignore[attr-defined]
+            process.send_signal(signum)
 
 
 @contextlib.contextmanager

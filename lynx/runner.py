@@ -65,7 +65,7 @@ def run_pipeline(
     relay: OutputRelay,
     guard: StepGuard,
     environ: Mapping[str, str] = os.environ,
-    stdin: int | None = None,
+    inherit_stdin: bool = True,
     python: str = sys.executable,
 ) -> RunResult:
     """Run every step in order with ``python``; a loop, so restarting never deepens the stack.
@@ -76,7 +76,7 @@ def run_pipeline(
         relay: where the steps' output goes.
         guard: lets another thread stop the run (the scheduler on Ctrl+C or SIGTERM).
         environ: the steps' environment (PYTHONUNBUFFERED=1 is added).
-        stdin: the steps' standard input (None: inherit Lynx's).
+        inherit_stdin: the steps read Lynx's standard input (else an empty one).
         python: the interpreter that runs each script.
     """
     log = get_logger()
@@ -88,11 +88,18 @@ def run_pipeline(
         step = pipeline.steps[index]
         log.info(f"Processing Step {step.number}: {step.script}...", extra={"color": "yellow"})
         log.info(OUTPUT_HEAD)
-        returncode = run_step(
-            [python, step.path, *step.arguments], relay.write, name=step.label, guard=guard, env=env, stdin=stdin
-        )
-        relay.flush()
-        log.info(OUTPUT_FOOT)
+        try:
+            returncode = run_step(
+                [python, step.path, *step.arguments],
+                relay.write,
+                name=step.label,
+                guard=guard,
+                env=env,
+                inherit_stdin=inherit_stdin,
+            )
+        finally:
+            relay.flush()
+            log.info(OUTPUT_FOOT)
         if guard.stopping:
             log.warning(f"{step.label} was interrupted.")
             return RunResult(interrupted=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 from datetime import datetime
 from typing import Any, Callable
@@ -51,8 +52,7 @@ def run_on_schedule(
 
     def next_run() -> str:
         job = scheduler.get_job(JOB_ID)
-        when = job.next_run_time if job is not None else None
-        return _format(when) if when else "never (the schedule has no more fire times)"
+        return _format(job.next_run_time) if job is not None else "never"
 
     def job() -> None:
         with running:
@@ -71,7 +71,11 @@ def run_on_schedule(
                 outcome.append(result)
                 _shutdown(scheduler)
                 return
-            if not result.ok:
+            if scheduler.get_job(JOB_ID) is None:
+                log.info("The schedule has no more fire times.")
+                outcome.append(result)
+                _shutdown(scheduler)
+            elif not result.ok:
                 log.warning(f"The run failed; --keep-running: next run at {next_run()}.")
             else:
                 log.info(f"Next run at {next_run()}.")
@@ -96,7 +100,7 @@ def run_on_schedule(
     scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
     log.info(f"Lynx is scheduled: first run at {_format(first) if first else 'never'}. Press Ctrl+C to stop.")
-    if stdin_fd is not None:
+    if stdin_fd is not None and _in_foreground(stdin_fd):
         _watch_for_end_of_input(stdin_fd, lambda: _end_of_input(scheduler))
     try:
         scheduler.start()
@@ -123,7 +127,19 @@ def _shutdown(scheduler: Any, wait: bool = False) -> None:
         scheduler.shutdown(wait=wait)
 
 
+def _in_foreground(fd: int) -> bool:
+    """Whether this process owns the terminal: a background job (``lynx start -ni &``) must not
+    read it, or the shell's job control stops the whole scheduler (SIGTTIN)."""
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def _watch_for_end_of_input(fd: int, on_end: Callable[[], None]) -> None:
+    # Sent to the background (Ctrl+Z, bg) later, a read fails with EIO instead of stopping Lynx.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+
     def watch() -> None:
         try:
             while os.read(fd, 4096):

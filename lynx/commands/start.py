@@ -74,7 +74,7 @@ def start(
             relay=relay,
             guard=guard,
             environ=environ,
-            stdin=None if interactive else _devnull(),
+            inherit_stdin=interactive,
         )
 
     try:
@@ -82,7 +82,7 @@ def start(
             from lynx.schedule import run_on_schedule
 
             assert pipeline.schedule is not None
-            watch = _fileno(stdin) if not options.detached and stdin.isatty() else None
+            watch = stdin.fileno() if not options.detached and stdin.isatty() else None
             result = run_on_schedule(
                 pipeline.schedule, run_once, keep_running=options.keep_running, guard=guard, stdin_fd=watch
             )
@@ -162,16 +162,3 @@ def _raise_on_termination_signals() -> None:
 def _binary(stream: TextIO) -> object:
     stream.flush()
     return getattr(stream, "buffer", stream)
-
-
-def _fileno(stream: TextIO) -> int | None:
-    try:
-        return stream.fileno()
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _devnull() -> int:
-    import subprocess
-
-    return subprocess.DEVNULL
