@@ -336,3 +336,25 @@ def test_a_bad_config_given_at_the_prompt_is_refused(work: Path) -> None:
     assert "did you mean 'arguments'" in errors[0]
     assert "Traceback" not in output
     assert ran(work) == []
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+NEVER_RUNNING_CRONS = {
+    "bad-jitter": ("{second: '*/2', jitter: 'x'}", ["cron", "jitter"]),
+    "end-date-in-the-past": ("{second: '0', end_date: '2000-01-01'}", ["cron", "end_date"]),
+}
+
+
+@pytest.mark.parametrize("mode", [["-ni"], []], ids=["non-interactive", "interactive"])
+@pytest.mark.parametrize("name", list(NEVER_RUNNING_CRONS))
+def test_a_cron_section_that_cannot_fire_is_refused_up_front(work: Path, name: str, mode: list[str]) -> None:
+    cron, words = NEVER_RUNNING_CRONS[name]
+    write_config(work, f"cron: {cron}\nsteps:\n  - script: first.py\n  - script: second.py\n")
+
+    try:
+        result = run_lynx("start", "-cf", "config.yaml", *mode, cwd=work, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Lynx accepted the cron section and waited for a fire instead of refusing it")
+
+    assert_config_refused(result, work, "config.yaml", *words)

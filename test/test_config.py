@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import shlex
 import subprocess
@@ -566,3 +567,58 @@ def test_a_file_over_16_mib_is_refused_before_it_is_read(work: Path) -> None:
 def test_a_missing_config_file_is_a_config_error(work: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_pipeline(work / "nope.yaml", cwd=str(work))
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+SPLIT_IN_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from lynx.config import load_pipeline
+    pipeline = load_pipeline(sys.argv[1], cwd=sys.argv[2])
+    print(json.dumps(list(pipeline.steps[0].arguments)))
+    """
+)
+
+
+def test_an_argument_with_a_long_run_of_spaces_before_a_quote_loads_at_once(work: Path) -> None:
+    entry = "--target" + " " * 40 + "'a b'"
+    config = write_config(work, f"steps:\n  - script: a.py\n    arguments: [{json.dumps(entry)}]\n")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", SPLIT_IN_CHILD, str(config), str(work)],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=5,  # generous: the loader takes a small fraction of this
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading one argument entry took more than 5 s (backtracking?)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == ["--target", "a b"]
+
+
+def test_an_unquoted_yaml_date_in_cron_works_together_with_an_interpolation(work: Path) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    pipeline = load(
+        work,
+        """
+        configs:
+          - script: a.py
+        cron:
+          second: '*/2'
+          start_date: 2020-01-01
+          timezone: UTC
+        steps:
+          - script: ${configs.0.script}
+        """,
+    )
+
+    assert pipeline.steps[0].script == "a.py"
+    assert pipeline.schedule is not None
+    trigger = pipeline.schedule.trigger()
+    assert isinstance(trigger, CronTrigger)
+    assert trigger.start_date == datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    fire = trigger.get_next_fire_time(None, datetime.datetime(2024, 1, 1, 12, 0, 1, tzinfo=datetime.timezone.utc))
+    assert fire == datetime.datetime(2024, 1, 1, 12, 0, 2, tzinfo=datetime.timezone.utc)

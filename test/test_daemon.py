@@ -493,3 +493,47 @@ def test_only_one_background_lynx_per_directory(workdir: Path) -> None:
     assert "Error: a background Lynx is already running here" in result.stderr
     assert read_record(workdir) == record
     assert [process.pid for process in schedulers_in(workdir)] == [record["pid"]]
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+
+def test_a_stop_waiting_for_its_answer_does_not_block_another_stop(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    record = read_record(workdir)
+    asking_output = workdir / "asking-stop.txt"
+    with open(asking_output, "wb") as output:
+        asking = subprocess.Popen(
+            [*lynx_command(), "stop"],
+            cwd=workdir,
+            stdin=subprocess.PIPE,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+    try:
+        wait_for(lambda: "Are you sure" in asking_output.read_text(errors="replace"), timeout=20)
+        assert asking.poll() is None
+        try:
+            result = run_lynx("stop", "--yes", cwd=workdir, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("'lynx stop --yes' waited for the other stop's question to be answered")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert is_gone(record["pid"], record["create_time"])
+        assert not (workdir / PID_FILE).exists()
+
+        # The first stop, answered late, finds nothing left to stop and signals nothing.
+        assert asking.stdin is not None
+        asking.stdin.write(b"y\n")
+        asking.stdin.close()
+        assert asking.wait(timeout=30) == 1
+        late = asking_output.read_text(errors="replace")
+        assert "Traceback" not in late
+        assert "Terminating process" not in late
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+            asking.wait(timeout=10)

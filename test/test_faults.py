@@ -668,3 +668,135 @@ def test_a_closed_stdout_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
     # Python's own complaint when a final flush of stdout fails is a traceback in all but name.
     assert "Exception ignored" not in errors, f"exit code {code}: {errors}"
     assert code == 0, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Regressions from review
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_ends_a_child_still_printing_after_the_step_itself_exited(tmp_path: Path) -> None:
+    """The child stays in the step's process group (no setsid); the step's own process is already dead."""
+    script = pid_step(
+        tmp_path,
+        "leaves_a_child.py",
+        """
+        import subprocess, sys, time
+        if len(sys.argv) > 1 and sys.argv[1] == "child":
+            record_pid("child.pid")
+            while True:
+                try:
+                    os.write(1, b"child still working\\n")
+                except OSError:
+                    pass  # a reader that went away does not end this child: only a signal does
+                time.sleep(0.1)
+        else:
+            subprocess.Popen([sys.executable, sys.argv[0], "child"])
+            record_pid("main.pid")
+            print("main process exits", flush=True)
+        """,
+    )
+    config = one_step_config(tmp_path, script)
+    processes: list[psutil.Process] = []
+    with RunningLynx("start", "-ni", "-cf", str(config), cwd=tmp_path) as lynx:
+        try:
+            child = wait_for_pid(lynx, tmp_path / "child.pid")
+            processes.append(child)
+            main = wait_for_pid(lynx, tmp_path / "main.pid")
+            wait_for(lambda: is_gone(main), timeout=20)
+            assert os.getpgid(child.pid) == main.pid
+            # Lynx is still relaying the child's output after the step's own process ended.
+            seen = lynx.stdout.count(b"child still working")
+            wait_for(lambda: lynx.stdout.count(b"child still working") >= seen + 3)
+            assert lynx.popen.poll() is None
+            lynx.signal(signal.SIGINT)
+            code = lynx.wait(timeout=ESCALATION_TIMEOUT)
+            wait_for(lambda: is_gone(child), timeout=10)
+        finally:
+            kill_leftovers(processes)
+    assert code == 130, lynx.out + lynx.err
+    assert "Traceback" not in lynx.out + lynx.err
+
+
+def test_output_of_an_interrupted_step_is_kept_to_its_last_byte(tmp_path: Path) -> None:
+    """An unfinished line and what the step prints while it is being ended reach the log and the screen."""
+    script = write_script(
+        tmp_path,
+        "checkpoints.py",
+        """
+        import signal, sys, time
+
+        def save(signum, frame):
+            sys.stdout.write("saving checkpoint\\n")
+            sys.stdout.flush()
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, save)
+        sys.stdout.write("progress 50%")
+        sys.stdout.flush()
+        time.sleep(60)
+        """,
+    )
+    config = one_step_config(tmp_path, script)
+    log = tmp_path / "lynx.log"
+    with RunningLynx("start", "-ni", "-cf", str(config), "-lf", str(log), cwd=tmp_path) as lynx:
+        wait_for(lambda: b"progress 50%" in lynx.stdout, timeout=20)
+        lynx.signal(signal.SIGINT)
+        code = lynx.wait(timeout=ESCALATION_TIMEOUT)
+    assert code == 130, lynx.out + lynx.err
+    assert "Traceback" not in lynx.out + lynx.err
+    messages = [message for _, message in log_lines(log)]
+    logged = "\n".join(messages)
+    assert "progress 50%" in logged, logged
+    assert "saving checkpoint" in logged, logged
+    assert OUTPUT_FOOT in messages[messages.index(OUTPUT_HEAD) :], logged
+    screen = lynx.out
+    progress = screen.index("progress 50%")
+    saving = screen.index("saving checkpoint", progress)
+    assert OUTPUT_FOOT in screen[saving:], screen
+
+
+def test_a_closed_stdout_is_reported_once(tmp_path: Path) -> None:
+    go = tmp_path / "reader-gone"
+    step = marker_step(
+        tmp_path,
+        "chatty.py",
+        extra=(
+            f"import os, time\n"
+            f"deadline = time.monotonic() + 30\n"
+            f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+            f"    time.sleep(0.02)\n"
+            f"for i in range(20000):\n"
+            f"    print('after the reader left', i)\n"
+        ).replace("\n", "\n        "),
+    )
+    after = marker_step(tmp_path, "after.py")
+    config = write_config(tmp_path, f"steps:\n  - script: {step}\n  - script: {after}\n")
+    stderr_path = tmp_path / "stderr.txt"
+    with open(stderr_path, "wb") as stderr:
+        lynx = subprocess.Popen(
+            [*lynx_command(), "start", "-ni", "-cf", str(config)],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=clean_env(),
+        )
+    try:
+        assert lynx.stdout is not None
+        # Like `lynx start -ni | head -n 1`.
+        reader = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.buffer.readline()"], stdin=lynx.stdout)
+        lynx.stdout.close()
+        reader.wait(timeout=30)
+        go.touch()
+        code = lynx.wait(timeout=60)
+    finally:
+        if lynx.poll() is None:
+            kill_tree(lynx.pid)
+            lynx.wait(timeout=30)
+    errors = stderr_path.read_text(encoding="utf-8", errors="replace")
+    assert code == 0, errors
+    assert ran(tmp_path) == ["chatty.py", "after.py"]
+    assert "Traceback" not in errors
+    about_the_screen = [line for line in errors.splitlines() if "screen" in line.lower()]
+    assert len(about_the_screen) == 1, errors

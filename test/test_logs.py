@@ -292,3 +292,22 @@ def test_log_write_failing_mid_run_is_reported_once_and_the_run_goes_on(tmp_path
     mentions = [line for line in result.stderr.splitlines() if "/dev/full" in line or "log" in line.lower()]
     assert len(mentions) == 1, result.stderr
     assert "/dev/full" in mentions[0]
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+
+def test_log_backup_count_0_never_rotates_and_keeps_every_line(tmp_path: Path) -> None:
+    lines = [f"line {i:03d} " + "y" * 40 for i in range(100)]  # about 5 KB, 25 times --log-size
+    printing_step(tmp_path, "chatty.py", lines)
+    write_config(tmp_path, "steps:\n  - script: chatty.py\n")
+    log = tmp_path / "lynx.log"
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", "-lf", str(log), "-ls", "200", "-lbc", "0", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    assert sorted(path.name for path in tmp_path.glob("lynx.log*")) == ["lynx.log"]
+    logged = messages(log)
+    assert [message for message in logged if message.startswith("line ")] == lines
+    assert logged[-1].startswith("All 1 step")

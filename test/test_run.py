@@ -559,3 +559,60 @@ def test_signal_to_lynx_ends_the_running_step(
     assert code == exit_code, output
     assert "Traceback" not in output
     assert ran(tmp_path) == []
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+
+def run_with_stdin_closed(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``lynx args <&-``: standard input not even /dev/null, but closed."""
+    return subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", *lynx_command(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=clean_env(),
+        timeout=60,
+    )
+
+
+def test_interactive_start_with_stdin_closed_and_a_failing_step_exits_1(tmp_path: Path) -> None:
+    marker_step(tmp_path, "fails.py", exit_code=4)
+    marker_step(tmp_path, "never.py")
+    write_config(tmp_path, "steps:\n  - script: fails.py\n  - script: never.py\n")
+
+    result = run_with_stdin_closed("start", "-cf", "config.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_clean(result)
+    assert "Step 1 (fails.py) failed with exit code 4." in result.stdout + result.stderr
+    assert ran(tmp_path) == ["fails.py"]
+
+
+def test_stop_with_stdin_closed_and_no_pid_file_exits_1(tmp_path: Path) -> None:
+    result = run_with_stdin_closed("stop", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_clean(result)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "no background Lynx to stop" in errors[0]
+
+
+def test_stop_with_stdin_closed_leaves_a_running_background_lynx_alone(lynx_dir: Path) -> None:
+    """Closed input is no answer: nothing is stopped, and the user gets no traceback."""
+    marker_step(lynx_dir, "step.py")
+    write_config(lynx_dir, "cron:\n  second: '*/2'\nsteps:\n  - script: step.py\n")
+    started = run_lynx("start", "-bg", "-cf", "config.yaml", "-lf", "x.log", cwd=lynx_dir, timeout=30)
+    assert started.returncode == 0, started.stdout + started.stderr
+    record = json.loads((lynx_dir / ".lynx_pid.json").read_text(encoding="utf-8"))
+    scheduler = psutil.Process(record["pid"])
+
+    result = run_with_stdin_closed("stop", cwd=lynx_dir)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_clean(result)
+    assert "Not stopped." in result.stdout
+    assert scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE
+    assert run_lynx("stop", "--yes", cwd=lynx_dir, timeout=40).returncode == 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -352,3 +353,111 @@ def test_cron_timezone_utc(tmp_path: Path, foreground: Callable[..., Foreground]
     lynx.send(signal.SIGINT)
     assert lynx.wait() == 130
     assert "Traceback" not in lynx.output()
+
+
+# --- regressions from review -------------------------------------------------------------------
+
+
+def drain_until(child: pexpect.spawn, condition: Callable[[], object], timeout: float) -> None:
+    """Keep reading the terminal (so nothing writing to it can block) until ``condition`` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {condition}")
+        with contextlib.suppress(pexpect.TIMEOUT):
+            child.read_nonblocking(65536, timeout=0.2)
+
+
+def test_a_schedule_started_as_a_background_job_of_a_shell_keeps_running(tmp_path: Path) -> None:
+    """``lynx start -ni &`` in an interactive shell must not read the terminal and be stopped (SIGTTIN)."""
+    marker_step(tmp_path, "step.py")
+    schedule_config(tmp_path, "step.py")
+    shell = pexpect.spawn(
+        "bash",
+        ["--norc", "--noprofile", "-i"],
+        cwd=str(tmp_path),
+        env=clean_env(PS1="$ "),
+        encoding="utf-8",
+        timeout=20,
+    )
+    try:
+        shell.sendline(f"{shlex.join(lynx_command())} start -ni -cf config.yaml &")
+        shell.sendline("echo LYNX_PID=$!")
+        shell.expect(r"LYNX_PID=(\d+)")
+        lynx = psutil.Process(int(shell.match.group(1)))
+        assert "start" in lynx.cmdline()
+
+        def fired_three_times() -> bool:
+            assert lynx.status() != psutil.STATUS_STOPPED, "the background Lynx was stopped by job control"
+            return len(ran(tmp_path)) >= 3
+
+        drain_until(shell, fired_three_times, timeout=30)
+        assert lynx.is_running() and lynx.status() != psutil.STATUS_STOPPED
+        lynx.terminate()
+        drain_until(shell, lambda: is_gone(lynx.pid, lynx.create_time()), timeout=30)
+        assert "Traceback" not in shell.before
+    finally:
+        shell.close(force=True)
+        kill_processes_in(tmp_path)
+
+
+def test_a_second_ctrl_c_does_not_cut_short_the_end_of_a_step_that_ignores_sigterm(
+    tmp_path: Path, foreground: Callable[..., Foreground]
+) -> None:
+    pid_file = tmp_path / "stubborn.pid"
+    write_script(
+        tmp_path,
+        "stubborn.py",
+        f"""
+        import os, signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open({str(pid_file)!r} + ".tmp", "w") as handle:
+            handle.write(str(os.getpid()))
+        os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
+        print("ignoring SIGTERM", flush=True)
+        time.sleep(120)
+        """,
+    )
+    config = schedule_config(tmp_path, "stubborn.py")
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    pid, created = read_pid(pid_file)
+    lynx.wait_output("ignoring SIGTERM")
+    lynx.send(signal.SIGINT)
+    lynx.wait_output("ending it")
+    time.sleep(1)  # the user presses Ctrl+C again while Lynx waits for the step
+    lynx.send(signal.SIGINT)
+    try:
+        code = lynx.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Lynx hung after the second Ctrl+C:\n{lynx.output()[-3000:]}")
+    output = lynx.output()
+    assert code == 130, output
+    wait_for(lambda: is_gone(pid, created), timeout=10)
+    assert "SIGKILL" in output
+    assert "Traceback" not in output
+
+
+def test_a_schedule_whose_end_date_passes_ends_by_itself(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "step.py")
+    end = datetime.now(timezone.utc) + timedelta(seconds=5)
+    config = write_config(
+        tmp_path,
+        f"""
+        cron:
+          second: '*/1'
+          end_date: '{end.strftime("%Y-%m-%d %H:%M:%S")}'
+          timezone: UTC
+        steps:
+          - script: step.py
+        """,
+    )
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    try:
+        code = lynx.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Lynx idled on after the end_date:\n{lynx.output()[-3000:]}")
+    output = lynx.output()
+    assert code == 0, output
+    assert len(ran(tmp_path)) >= 1
+    assert "The schedule has ended." in output
+    assert "Traceback" not in output
