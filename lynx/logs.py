@@ -16,8 +16,6 @@ FILE_HANDLER = "lynx-file"
 FILE_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 # A log line never grows beyond this: longer runs without a newline are split here.
 MAX_LOG_LINE = 64 * 1024
-# The longest timestamp-and-level prefix the file formatter puts before each line.
-LINE_PREFIX = len("2026-01-01 00:00:00,000 - CRITICAL - ")
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -98,6 +96,11 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
             self.size = os.fstat(stream.fileno()).st_size
             return stream
 
+        @property
+        def rotating(self) -> bool:
+            # As in the standard handler, a backup count of 0 means the file never rotates.
+            return self.maxBytes > 0 and self.backupCount > 0
+
         def emit(self, record: logging.LogRecord) -> None:
             try:
                 self._write((self.format(record) + "\n").encode("utf-8", "replace"))
@@ -107,21 +110,31 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
         def write_output(self, lines: bytes) -> None:
             """Log a step's output: ``\n``-separated UTF-8 lines, each prefixed like a record's."""
             prefix = f"{_timestamp(time.time())} - INFO - ".encode()
-            data = prefix + lines.replace(b"\n", b"\n" + prefix) + b"\n"
+            body = lines.replace(b"\n", b"\n" + prefix)
             with self.lock:  # type: ignore[union-attr]
                 try:
-                    self._write(data)
+                    middle = lines.rfind(b"\n", 0, len(lines) // 2 + 1)
+                    if self.rotating and len(prefix) + len(body) > self.maxBytes // 2 and middle > 0:
+                        # A small --log-size: halve the block at a line end, so rotation can keep
+                        # each file near the size (the lock is reentrant).
+                        self.write_output(lines[:middle])
+                        self.write_output(lines[middle + 1 :])
+                        return
+                    self._write(prefix, body, b"\n")
                 except Exception:
                     self.handleError(logging.makeLogRecord({"msg": "step output"}))
 
-        def _write(self, data: bytes) -> None:
-            # As in the standard handler, a backup count of 0 means the file never rotates.
-            if self.maxBytes > 0 and self.backupCount > 0 and self.size and self.size + len(data) > self.maxBytes:
+        def _write(self, *parts: bytes) -> None:
+            """One system call per record (writev: no copy to glue the parts together)."""
+            size = sum(len(part) for part in parts)
+            if self.rotating and self.size and self.size + size > self.maxBytes:
                 self.doRollover()
             if self.stream is None:
                 self.stream = self._open()
-            self.stream.write(data)
-            self.size += len(data)
+            written = os.writev(self.stream.fileno(), parts)
+            if written < size:  # a short write: finish it, or fail with the reason (a full disk)
+                self.stream.write(b"".join(parts)[written:])
+            self.size += size
 
     return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count)
 
@@ -195,16 +208,14 @@ class OutputRelay:
     Output is handled a chunk at a time, never a line at a time: it can be hundreds of MB.
     """
 
-    def __init__(self, screen: BinaryIO | None, log_file: Any = None, record_limit: int | None = None) -> None:
+    def __init__(self, screen: BinaryIO | None, log_file: Any = None) -> None:
         """Args:
         screen: where the raw bytes go (None: nowhere).
         log_file: the handler returned by setup_logging (None: no log file).
-        record_limit: bytes per log write, prefixes included (None: a whole chunk per write).
         """
         self.screen = screen
         self.screen_fd = _fileno(screen) if screen is not None else None
         self.log_file = log_file
-        self.record_limit = record_limit
         self.partial = b""
         self.screen_mid_line = False
 
@@ -265,22 +276,7 @@ class OutputRelay:
             block = block.decode("utf-8", "replace").encode("utf-8")
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        limit = self.record_limit
-        lines = block.count(b"\n") + 1 if limit is not None else 0
-        if limit is None or len(block) + lines * LINE_PREFIX <= limit:
-            self.log_file.write_output(block)
-            return
-        # A small --log-size: cut the block at line ends into writes that, with their line
-        # prefixes, stay below it, so rotation can keep each file near the size.
-        budget = max(1, limit * len(block) // (len(block) + lines * LINE_PREFIX))
-        start = 0
-        while start <= len(block):
-            end = len(block) if len(block) - start <= budget else block.rfind(b"\n", start, start + budget)
-            if end <= start:  # one line longer than the budget: it stays whole
-                end = block.find(b"\n", start + 1)
-                end = len(block) if end < 0 else end
-            self.log_file.write_output(block[start:end])
-            start = end + 1
+        self.log_file.write_output(block)
 
 
 def color_wanted(stream: Any, environ: dict[str, str]) -> bool:

@@ -56,7 +56,6 @@ def start(
     relay = OutputRelay(
         None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen),
         log_file=log_file,
-        record_limit=max(options.log_size // 2, 1) if options.log_size else None,
     )
     _raise_on_termination_signals()
     log = get_logger()
