@@ -107,10 +107,40 @@ def wait_for(condition: Callable[[], object], timeout: float = 30, interval: flo
         time.sleep(interval)
 
 
+def kill_processes_in(directory: Path) -> None:
+    """Kill whatever still runs with its working directory in ``directory``: only this test started those."""
+    root = str(directory.resolve())
+    leftovers = []
+    for process in psutil.process_iter(["cwd"]):
+        cwd = process.info.get("cwd")
+        if cwd and (cwd == root or cwd.startswith(root + os.sep)) and process.pid != os.getpid():
+            leftovers.append(process)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=5)
+
+
+def is_gone(pid: int, create_time: float) -> bool:
+    """The process that had ``pid`` at ``create_time`` has ended (a zombie counts as ended)."""
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - create_time) > 0.01:
+            return True
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.fixture
 def lynx_dir(tmp_path: Path) -> Iterator[Path]:
     """A working directory whose background Lynx (if a test started one) is ended afterwards, even on failure."""
     yield tmp_path
+    _kill_recorded_lynx(tmp_path)
+    kill_processes_in(tmp_path)
+
+
+def _kill_recorded_lynx(tmp_path: Path) -> None:
     pid_file = tmp_path / ".lynx_pid.json"
     if not pid_file.exists():
         return

@@ -16,7 +16,18 @@ from typing import Any, Iterator
 import pexpect
 import psutil
 import pytest
-from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
+from conftest import (
+    clean_env,
+    is_gone,
+    kill_processes_in,
+    lynx_command,
+    marker_step,
+    ran,
+    run_lynx,
+    wait_for,
+    write_config,
+    write_script,
+)
 
 PID_FILE = ".lynx_pid.json"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - (DEBUG|INFO|WARNING|ERROR|CRITICAL) - ")
@@ -35,20 +46,6 @@ RECORD_FIELDS = {
 }
 
 
-def kill_processes_in(directory: Path) -> None:
-    """Kill whatever still runs with its working directory in ``directory``: only this test started those."""
-    root = str(directory.resolve())
-    leftovers = []
-    for process in psutil.process_iter(["cwd"]):
-        cwd = process.info.get("cwd")
-        if cwd and (cwd == root or cwd.startswith(root + os.sep)) and process.pid != os.getpid():
-            leftovers.append(process)
-    for process in leftovers:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(leftovers, timeout=5)
-
-
 @pytest.fixture
 def workdir(lynx_dir: Path) -> Iterator[Path]:
     """lynx_dir, plus: every process still working in it after the test (schedulers, steps) is killed."""
@@ -63,17 +60,6 @@ def bystander() -> Iterator[subprocess.Popen[bytes]]:
     yield sleeper
     sleeper.kill()
     sleeper.wait()
-
-
-def is_gone(pid: int, create_time: float) -> bool:
-    """The process that had ``pid`` at ``create_time`` has ended (a zombie counts as ended)."""
-    try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > 0.01:
-            return True
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def schedule_config(directory: Path, script: str) -> Path:

@@ -16,7 +16,18 @@ from typing import Callable, Iterator
 import pexpect
 import psutil
 import pytest
-from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
+from conftest import (
+    clean_env,
+    is_gone,
+    kill_processes_in,
+    lynx_command,
+    marker_step,
+    ran,
+    run_lynx,
+    wait_for,
+    write_config,
+    write_script,
+)
 
 EVERY_2_SECONDS = """
     cron:
@@ -28,31 +39,6 @@ EVERY_2_SECONDS = """
 
 def schedule_config(directory: Path, script: str) -> Path:
     return write_config(directory, EVERY_2_SECONDS.format(script=script))
-
-
-def kill_processes_in(directory: Path) -> None:
-    """Kill whatever still runs with its working directory in ``directory``: only this test started those."""
-    root = str(directory.resolve())
-    leftovers = []
-    for process in psutil.process_iter(["cwd"]):
-        cwd = process.info.get("cwd")
-        if cwd and (cwd == root or cwd.startswith(root + os.sep)) and process.pid != os.getpid():
-            leftovers.append(process)
-    for process in leftovers:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(leftovers, timeout=5)
-
-
-def is_gone(pid: int, create_time: float) -> bool:
-    """The process that had ``pid`` at ``create_time`` has ended (a zombie counts as ended)."""
-    try:
-        process = psutil.Process(pid)
-        if abs(process.create_time() - create_time) > 0.01:
-            return True
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def read_pid(path: Path) -> tuple[int, float]:
@@ -115,7 +101,9 @@ def test_runs_on_every_fire_until_ctrl_c(tmp_path: Path, foreground: Callable[..
     marker_step(tmp_path, "step.py")
     config = schedule_config(tmp_path, "step.py")
     lynx = foreground("start", "-ni", "-cf", str(config))
-    wait_for(lambda: len(ran(tmp_path)) >= 2, timeout=20)
+    # Two whole runs, not just two started steps: Ctrl+C must not land inside the second one.
+    wait_for(lambda: lynx.output().count("Step 1 (step.py) completed successfully.") >= 2, timeout=20)
+    assert len(ran(tmp_path)) >= 2
     lynx.wait_output("Next run at ")
     assert lynx.popen.poll() is None
     lynx.send(signal.SIGINT)
