@@ -38,7 +38,8 @@ def run_on_schedule(
         stdin_fd: a terminal to watch: end of input (Ctrl+D) ends the schedule after the current run.
 
     Returns:
-        The failed run that ended the schedule, or a successful result when input ended.
+        The failed run that ended the schedule, the last run when the trigger has no more fire
+        times, or a successful result when input ended.
         Ctrl+C and SIGTERM propagate as exceptions, after the running step has been ended.
     """
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
