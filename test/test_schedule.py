@@ -144,9 +144,10 @@ def test_keep_running_runs_a_failing_step_again(tmp_path: Path, foreground: Call
     marker_step(tmp_path, "fail.py", exit_code=3)
     config = schedule_config(tmp_path, "fail.py")
     lynx = foreground("start", "-ni", "--keep-running", "-cf", str(config))
-    wait_for(lambda: len(ran(tmp_path)) >= 2, timeout=20)
+    # Two whole failed runs, not just two started steps: Ctrl+C must not land inside the second one.
+    wait_for(lambda: lynx.output().count("The run failed; --keep-running: next run at ") >= 2, timeout=20)
+    assert len(ran(tmp_path)) >= 2
     assert lynx.popen.poll() is None, lynx.output()
-    lynx.wait_output("The run failed; --keep-running: next run at ")
     lynx.send(signal.SIGINT)
     assert lynx.wait() == 130
     output = lynx.output()
