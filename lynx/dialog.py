@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from lynx.logs import paint
 from lynx.runner import Decision, StepResult
 
 RERUN_STEP = "Do you want to rerun this step? (y/n)"
@@ -17,11 +18,7 @@ NO = ("n", "no")
 
 def ask(question: str, *, stdin: TextIO, stdout: TextIO, color: bool = False) -> str | None:
     """Print ``question`` and read one line; None at end of input (Ctrl+D)."""
-    if color:
-        from termcolor import colored
-
-        question = colored(question, "blue", force_color=True)
-    stdout.write(question + " ")
+    stdout.write(paint(question, "blue", color) + " ")
     stdout.flush()
     line = stdin.readline()
     if not line:
@@ -58,12 +55,7 @@ class RerunDialog:
             return Decision.RERUN_STEP
         if rerun_step is not None and self._ask(RERUN_PIPELINE):
             return Decision.RESTART
-        message = "Exiting..."
-        if self.color:
-            from termcolor import colored
-
-            message = colored(message, "red", force_color=True)
-        self.stdout.write(message + "\n")
+        self.stdout.write(paint("Exiting...", "red", self.color) + "\n")
         self.stdout.flush()
         return Decision.STOP
 

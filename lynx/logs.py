@@ -13,9 +13,17 @@ from lynx.errors import ConfigError
 LOGGER = "lynx"
 CONSOLE_HANDLER = "lynx-console"
 FILE_HANDLER = "lynx-file"
-FILE_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 # A log line never grows beyond this: longer runs without a newline are split here.
 MAX_LOG_LINE = 64 * 1024
+
+
+def paint(text: str, color: str | None, enabled: bool) -> str:
+    """``text`` in ``color`` when color is on (termcolor is imported only then)."""
+    if not (enabled and color):
+        return text
+    from termcolor import colored
+
+    return colored(text, color, force_color=True)
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -26,27 +34,18 @@ class ConsoleFormatter(logging.Formatter):
         self.color = color
 
     def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        color = getattr(record, "color", None)
-        if self.color and color:
-            from termcolor import colored
-
-            return colored(message, color, force_color=True)
-        return message
+        return paint(super().format(record), getattr(record, "color", None), self.color)
 
 
 class FileFormatter(logging.Formatter):
     """Timestamp and level on every line, so a multi-line message stays greppable line by line."""
 
-    def __init__(self) -> None:
-        super().__init__(FILE_FORMAT)
-
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        if "\n" not in record.getMessage():
-            return line
-        prefix = line[: len(line) - len(record.getMessage())]
-        return line.replace("\n", "\n" + prefix)
+        prefix = _line_prefix(record.created, record.levelname)
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return prefix + text.replace("\n", "\n" + prefix)
 
 
 class _ReportOnce:
@@ -71,9 +70,10 @@ class ConsoleHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-a
     pass
 
 
-def _timestamp(when: float) -> str:
-    """The time as logging's default formatter writes it: ``2026-11-21 22:31:16,327``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) + f",{int((when - int(when)) * 1000):03d}"
+def _line_prefix(when: float, level: str) -> str:
+    """What starts every line of the log file: ``2026-11-21 22:31:16,327 - INFO - ``."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    return f"{stamp},{int((when - int(when)) * 1000):03d} - {level} - "
 
 
 def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
@@ -109,7 +109,7 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
 
         def write_output(self, lines: bytes) -> None:
             """Log a step's output: ``\n``-separated UTF-8 lines, each prefixed like a record's."""
-            prefix = f"{_timestamp(time.time())} - INFO - ".encode()
+            prefix = _line_prefix(time.time(), "INFO").encode()
             body = lines.replace(b"\n", b"\n" + prefix)
             with self.lock:  # type: ignore[union-attr]
                 try:
