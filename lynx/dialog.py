@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
-from lynx.logs import paint
+from lynx.logs import get_logger, paint
 from lynx.runner import Decision, StepResult
 
 RERUN_STEP = "Do you want to rerun this step? (y/n)"
@@ -20,12 +21,39 @@ def ask(question: str, *, stdin: TextIO, stdout: TextIO, color: bool = False) ->
     """Print ``question`` and read one line; None at end of input (Ctrl+D)."""
     stdout.write(paint(question, "blue", color) + " ")
     stdout.flush()
-    line = stdin.readline()
+    line = read_line(stdin)
+    # The log tells the whole story: the screen shows the answer, the log file gets it here.
+    get_logger().info(f"{question} {line.strip() if line else '(end of input)'}", extra={"file_only": True})
     if not line:
         stdout.write("\n")
         stdout.flush()
         return None
     return line.strip()
+
+
+def read_line(stdin: TextIO) -> str:
+    """One line of input (with its newline; empty at end of input), read from the file descriptor
+    a byte at a time: a buffered read would take what comes after the answer, say the next
+    lines of a pipe meant for the steps (``printf 'y\\nBob\\n' | lynx start``)."""
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stdin.readline()  # not a file (a test's StringIO)
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        try:
+            byte = os.read(fd, 1)
+        except BlockingIOError:  # a step left the terminal non-blocking: wait for a key
+            import select
+
+            select.select([fd], [], [])
+            continue
+        except OSError:  # closed
+            break
+        if not byte:
+            break
+        line += byte
+    return line.decode(getattr(stdin, "encoding", None) or "utf-8", "replace")
 
 
 def ask_yes_no(question: str, *, stdin: TextIO, stdout: TextIO, color: bool = False) -> bool | None:
@@ -57,6 +85,7 @@ class RerunDialog:
             return Decision.RESTART
         self.stdout.write(paint("Exiting...", "red", self.color) + "\n")
         self.stdout.flush()
+        get_logger().info("Exiting...", extra={"file_only": True})
         return Decision.STOP
 
     def _ask(self, question: str) -> bool | None:

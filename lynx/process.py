@@ -3,55 +3,169 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-# Seconds a step gets between SIGTERM and SIGKILL.
+# Seconds a step gets after each signal (the one forwarded, then SIGTERM) before the next.
 TERMINATE_GRACE = 5.0
 CHUNK_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
-# How often to check whether a silent step has exited although its output pipe is still open
-# (something it started in the background holds it).
-EXIT_CHECK_MS = 200
+# Without a pidfd (not Linux), how often a silent step is checked for having exited while
+# something it started in the background still holds its output pipe open.
+EXIT_CHECK = 0.2
+# While output keeps flowing, how often to look whether the step has exited or run out of time.
+FLOWING_CHECK = 0.05
+# Leftovers' output without a newline is passed on in pieces of this size.
+LEFTOVER_LINE = 64 * 1024
+PR_SET_CHILD_SUBREAPER = 36
 
 log = logging.getLogger("lynx")
 
 
-class StepGuard:
-    """Lets any thread end the step that is running now, and keeps new steps from starting."""
+@dataclass(frozen=True)
+class StepExit:
+    """How a step's process ended."""
 
-    def __init__(self, grace: float = TERMINATE_GRACE) -> None:
+    # The exit code; negative: killed by that signal.
+    returncode: int
+    # Ended by Lynx because it ran longer than its timeout.
+    timed_out: bool = False
+    # Why the step could not be started at all (then returncode is 127 or 126), else None.
+    launch_error: str | None = None
+    # The SLURM job that ran the step and its node (lynx.slurm); None for a local step.
+    job_id: str | None = None
+    node: str | None = None
+
+
+class StepGuard:
+    """Lets any thread end (or suspend) the step that is running now, and keeps new steps from starting.
+
+    It lives as long as Lynx runs, so it also keeps relaying the output of whatever a finished
+    step left running (a server it started in the background): those processes are left alone,
+    and a pipe nobody reads would kill them with SIGPIPE on their next write.
+    """
+
+    def __init__(self, grace: float = TERMINATE_GRACE, leftover_output: Callable[[bytes], None] | None = None) -> None:
+        """Args:
+        grace: seconds a step gets after each signal before the next one.
+        leftover_output: where leftovers' output goes, whole lines at a time (default: the
+            ``on_output`` of the step that left them).
+        """
         self.grace = grace
-        self._lock = threading.Lock()
+        self.leftover_output = leftover_output
+        # Set by supervise_steps() once Lynx is a child subreaper (Linux).
+        self.subreaper = False
+        # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
+        self._lock = threading.RLock()
         self._running: tuple[subprocess.Popen[bytes], str] | None = None
         self._stopping = threading.Event()
+        self._suspended: tuple[list[Any], float] | None = None
+        self._paused = 0.0
+        self._leftovers: _Leftovers | None = None
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def stop(self, reason: str) -> None:
-        """End the running step, if any; no step starts after this."""
+    def stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
+        """End the running step, if any, ``signum`` first; no step starts after this."""
         self._stopping.set()
         with self._lock:
             running = self._running
         if running is not None:
             popen, name = running
-            end_process_tree(popen, name, reason, self.grace)
+            end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper)
+
+    def suspend(self) -> None:
+        """Stop the running step's processes (Ctrl+Z). SIGSTOP, because the step's process group,
+        alone in its session, is orphaned: the kernel discards a SIGTSTP sent to it."""
+        with self._lock:
+            if self._running is None or self._suspended is not None:
+                return
+            popen, _ = self._running
+            members = _step_processes(popen, self.subreaper) if popen.returncode is None else []
+            _signal_all(popen, members, signal.SIGSTOP)
+            self._suspended = (members, time.monotonic())
+
+    def resume(self) -> None:
+        """Continue what :meth:`suspend` stopped (``fg``/``bg``); the time stopped does not count
+        towards the step's timeout."""
+        with self._lock:
+            if self._suspended is None:
+                return
+            members, since = self._suspended
+            self._suspended = None
+            self._paused += time.monotonic() - since
+            if self._running is not None:
+                _signal_all(self._running[0], members, signal.SIGCONT)
+
+    def _paused_seconds(self) -> float:
+        with self._lock:
+            return self._paused
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking at once when :meth:`stop` is called; True if stopping."""
+        return self._stopping.wait(seconds)
 
     def _started(self, popen: subprocess.Popen[bytes], name: str) -> None:
         with self._lock:
             self._running = (popen, name)
+            self._paused = 0.0
 
     def _finished(self) -> None:
         with self._lock:
             self._running = None
+            self._suspended = None
+
+    def _leave_running(self, fd: int, on_output: Callable[[bytes], None]) -> None:
+        """Keep relaying pipe ``fd`` (now owned by the guard) until whatever holds it closes it."""
+        with self._lock:
+            if self._leftovers is None:
+                self._leftovers = _Leftovers(self.leftover_output or on_output)
+            leftovers = self._leftovers
+        leftovers.adopt(fd)
+
+
+def supervise_steps(guard: StepGuard) -> None:
+    """Once, from the main thread, before the first step: make job control and orphans Lynx's business.
+
+    Ctrl+Z suspends the running step with Lynx, and ``fg``/``bg`` continue both (the step has its
+    own session, so the terminal's SIGTSTP reaches Lynx only). On Linux Lynx becomes a child
+    subreaper: a daemon a step starts with the classic double fork is re-parented to Lynx instead
+    of to init, so Ctrl+C, SIGTERM and a timeout still find it.
+    """
+
+    def on_terminal_stop(signum: int, frame: object) -> None:
+        guard.suspend()
+        try:
+            signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTSTP)  # Lynx stops here, until SIGCONT
+        finally:
+            signal.signal(signal.SIGTSTP, on_terminal_stop)
+            guard.resume()
+
+    signal.signal(signal.SIGTSTP, on_terminal_stop)
+    if sys.platform.startswith("linux"):
+        guard.subreaper = _become_subreaper()
+
+
+def _become_subreaper() -> bool:
+    try:
+        import ctypes  # about 1.5 ms, paid only by runs that start steps
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (ImportError, OSError, AttributeError):
+        return False
 
 
 def run_step(
@@ -61,66 +175,141 @@ def run_step(
     name: str,
     guard: StepGuard,
     env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
     inherit_stdin: bool = True,
-) -> int:
+    timeout: float | None = None,
+) -> StepExit:
     """Run ``argv`` to its end, passing its merged stdout/stderr to ``on_output`` chunk by chunk.
 
     The step gets its own session and process group, so a terminal's Ctrl+C reaches Lynx only,
     and Lynx ends the step's whole tree. Any exception while it runs (Ctrl+C, SIGTERM) ends the
-    step before it propagates.
+    step, the signal Lynx received first, before it propagates.
 
+    The step is done when its own process exits: what is in the pipe then is passed on, and
+    whatever it left running that still holds the pipe is relayed from then on by ``guard``.
     Without ``inherit_stdin`` the step reads an empty input, so it can never wait for an answer.
+    A step still running ``timeout`` seconds after it started (not counting time suspended with
+    Ctrl+Z) is ended as on SIGTERM.
 
     Returns:
-        The step's exit code (negative: killed by that signal).
+        How the step ended; a step that could not be started at all exits 127 (not found) or
+        126 (found but not startable), with the reason in ``launch_error``.
     """
-    popen = subprocess.Popen(
-        list(argv),
-        stdin=None if inherit_stdin else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=None if inherit_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as error:
+        return _not_started(error)
     assert popen.stdout is not None
     fd = popen.stdout.fileno()
+    pidfd = None
+    timed_out = False
+    left_running = False
     try:
         guard._started(popen, name)
         if guard.stopping:
-            end_process_tree(popen, name, "Lynx is stopping", guard.grace)
+            end_process_tree(popen, name, "Lynx is stopping", guard.grace, orphans=guard.subreaper)
+        started = time.monotonic()
         _widen_pipe(fd)
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        pidfd = _open_pidfd(popen.pid)
+        if pidfd is not None:
+            # Readable when the step exits, whoever else still holds its output pipe.
+            poller.register(pidfd, select.POLLIN)
+        next_check = started + FLOWING_CHECK
         while True:
             try:
-                chunk = os.read(fd, CHUNK_SIZE)
+                chunk: bytes | None = os.read(fd, CHUNK_SIZE)
             except BlockingIOError:
-                # Nothing to read: wait for output, but notice a step that has exited while
-                # something it started in the background still holds the pipe open.
-                if not poller.poll(EXIT_CHECK_MS) and popen.poll() is not None:
-                    _drain(fd, on_output)
-                    break
-                continue
-            if not chunk:
+                chunk = None
+            if chunk == b"":
+                break  # every writer has closed the pipe: the usual end
+            if chunk:
+                on_output(chunk)
+                now = time.monotonic()
+                if now < next_check:
+                    continue
+                next_check = now + FLOWING_CHECK
+            else:
+                left = None if timeout is None else started + guard._paused_seconds() + timeout - time.monotonic()
+                wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
+                events = poller.poll(None if wait is None else max(int(wait * 1000) + 1, 0))
+                if any(ready == fd for ready, _ in events):
+                    continue
+            if popen.poll() is not None:
+                left_running = not _drain(fd, on_output)
                 break
-            on_output(chunk)
-        return popen.wait()
+            if timeout is not None and time.monotonic() - started - guard._paused_seconds() >= timeout:
+                timed_out = True
+                end_process_tree(popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper)
+                left_running = not _drain(fd, on_output)
+                break
+        returncode = popen.wait()
+        if left_running:
+            guard._leave_running(os.dup(fd), on_output)
+        return StepExit(returncode, timed_out=timed_out)
     except BaseException as error:
-        end_process_tree(popen, name, describe_interruption(error), guard.grace)
+        end_process_tree(
+            popen,
+            name,
+            describe_interruption(error),
+            guard.grace,
+            first=forwarded_signal(error),
+            orphans=guard.subreaper,
+        )
         # What the step printed while it was being ended (say, "saving a checkpoint") is kept.
         _drain(fd, on_output)
         raise
     finally:
         guard._finished()
+        if pidfd is not None:
+            os.close(pidfd)
         popen.stdout.close()
+        if guard.subreaper:
+            _reap_orphans()
 
 
-def _drain(fd: int, on_output: Callable[[bytes], None]) -> None:
-    """Pass on what is left in the (non-blocking) pipe."""
-    with contextlib.suppress(OSError):
-        while chunk := os.read(fd, CHUNK_SIZE):
+def _not_started(error: OSError) -> StepExit:
+    """A step whose process could not be started (too long arguments, no memory, no execute
+    permission, a missing interpreter) is a failed step, as in a shell: 127 not found, else 126."""
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        reason += f": {error.filename}"
+    if error.errno in (errno.EAGAIN, errno.ENOMEM):
+        reason += " (the system could not create a process)"
+    return StepExit(127 if error.errno == errno.ENOENT else 126, launch_error=reason)
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined, no-any-return] # Linux 5.3+, Python 3.9+
+    except (AttributeError, OSError):
+        return None
+
+
+def _drain(fd: int, on_output: Callable[[bytes], None], limit: int = PIPE_SIZE) -> bool:
+    """Pass on what is in the (non-blocking) pipe now, at most ``limit`` bytes (more than it can
+    hold); True if every writer has closed it."""
+    taken = 0
+    try:
+        while taken < limit:
+            chunk = os.read(fd, CHUNK_SIZE)
+            if not chunk:
+                return True
+            taken += len(chunk)
             on_output(chunk)
+    except OSError:
+        pass  # BlockingIOError: empty for now; anything else: nothing more to read
+    return False
 
 
 def _widen_pipe(fd: int) -> None:
@@ -133,6 +322,77 @@ def _widen_pipe(fd: int) -> None:
         pass  # not Linux, or above the system's pipe-max-size: the default pipe works too
 
 
+class _Leftovers:
+    """Relays the output of processes finished steps left running, for as long as Lynx runs.
+
+    One daemon thread, asleep in poll() until something is written, serves every such pipe. It
+    passes on whole lines only, so a leftover's line never lands inside another one in the log.
+    """
+
+    def __init__(self, output: Callable[[bytes], None]) -> None:
+        self._output = output
+        self._lock = threading.Lock()
+        self._new: list[int] = []
+        self._wake_read, self._wake_write = os.pipe()
+        threading.Thread(target=self._relay, name="lynx-leftovers", daemon=True).start()
+
+    def adopt(self, fd: int) -> None:
+        with self._lock:
+            self._new.append(fd)
+        os.write(self._wake_write, b"\0")
+
+    def _relay(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_read, select.POLLIN)
+        partial: dict[int, bytes] = {}
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self._wake_read:
+                    os.read(self._wake_read, 4096)
+                    with self._lock:
+                        new, self._new = self._new, []
+                    for each in new:
+                        partial[each] = b""
+                        poller.register(each, select.POLLIN)
+                    continue
+                try:
+                    chunk = os.read(fd, CHUNK_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                data = partial.pop(fd) + chunk
+                if not chunk:
+                    poller.unregister(fd)
+                    os.close(fd)
+                    if data:
+                        self._output(data + b"\n")
+                    continue
+                cut = data.rfind(b"\n") + 1
+                if not cut and len(data) >= LEFTOVER_LINE:
+                    cut = len(data)
+                if cut:
+                    self._output(data[:cut])
+                partial[fd] = data[cut:]
+
+
+def _reap_orphans() -> None:
+    """Reap processes re-parented to Lynx (a subreaper) that have exited.
+
+    Called only when no step is being waited for. Each zombie is first looked at without being
+    reaped (WNOWAIT), then reaped by its own PID: never a blind waitpid(-1).
+    """
+    for _ in range(10_000):
+        try:
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if found is None or found.si_pid == 0:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(found.si_pid, os.WNOHANG)
+
+
 def describe_interruption(error: BaseException) -> str:
     """Say what stopped Lynx, for the log: Ctrl+C, a signal's name, or the error."""
     if isinstance(error, KeyboardInterrupt):
@@ -143,40 +403,81 @@ def describe_interruption(error: BaseException) -> str:
     return f"interrupted ({type(error).__name__}: {error})"
 
 
-def end_process_tree(popen: subprocess.Popen[bytes], name: str, reason: str, grace: float = TERMINATE_GRACE) -> None:
-    """SIGTERM the step's process group and every process in its tree; SIGKILL what outlives ``grace``.
+def forwarded_signal(error: BaseException) -> int:
+    """What the step gets first when Lynx is interrupted: what Lynx got (SIGINT for Ctrl+C)."""
+    if isinstance(error, KeyboardInterrupt):
+        return signal.SIGINT
+    signum = getattr(error, "signum", None)
+    return signum if signum in (signal.SIGTERM, signal.SIGHUP) else signal.SIGTERM
+
+
+def end_process_tree(
+    popen: subprocess.Popen[bytes],
+    name: str,
+    reason: str,
+    grace: float = TERMINATE_GRACE,
+    *,
+    first: int = signal.SIGTERM,
+    orphans: bool = False,
+) -> None:
+    """Signal the step's process group and every process in its tree: ``first`` (what Lynx
+    received), then SIGTERM, then SIGKILL, each after ``grace`` seconds, each said in the log.
 
     Two mechanisms, because each misses something: a child that called setsid has left the
     group but is still in the tree; a grandchild whose parent died has left the tree but is
-    still in the group. Only processes found while the step was still unreaped are signalled,
-    by psutil, which checks that each PID still belongs to the process it found. Ctrl+C and
-    SIGTERM wait until this is done, so a second press cannot leave the step running.
+    still in the group. With ``orphans`` (Lynx is a subreaper), Lynx's own children started
+    since the step are the step's too: its double-forked daemons. Only processes found while
+    the step was still unreaped are signalled, by psutil, which checks that each PID still
+    belongs to the process it found. Ctrl+C and SIGTERM wait until this is done, so a second
+    press cannot leave the step running.
     """
     import psutil
 
     with _signals_deferred():
         unreaped = popen.returncode is None
-        members = _tree_and_group(popen) if unreaped else []
-        log.warning(f"{name} {reason}: ending it (SIGTERM to PID {popen.pid} and {len(members)} more process(es)).")
-        _signal_all(popen, members, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=grace)
-        _, alive = psutil.wait_procs(members, timeout=max(deadline - time.monotonic(), 0.1))
-        if popen.returncode is None or alive:
-            log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
-            _signal_all(popen, alive, signal.SIGKILL)
-            popen.wait()
-            psutil.wait_procs(alive, timeout=2)
+        members = _step_processes(popen, orphans) if unreaped else []
+        signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
+        log.warning(
+            f"{name} {reason}: ending it ({signal.Signals(first).name} to PID {popen.pid}"
+            f" and {len(members)} more process(es))."
+        )
+        alive = members
+        for index, signum in enumerate(signals):
+            if index:
+                previous = signal.Signals(signals[index - 1]).name
+                log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
+            _signal_all(popen, alive, signum)
+            # A process suspended with Ctrl+Z could not act on the signal.
+            _signal_all(popen, alive, signal.SIGCONT)
+            deadline = time.monotonic() + grace
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=grace)
+            _, alive = psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 0.1))
+            if popen.returncode is not None and not alive:
+                return
+        log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
+        _signal_all(popen, alive, signal.SIGKILL)
+        popen.wait()
+        psutil.wait_procs(alive, timeout=2)
 
 
-def _tree_and_group(popen: subprocess.Popen[bytes]) -> list[Any]:
-    """The step's descendants and the other members of its process group, as psutil processes."""
+def _step_processes(popen: subprocess.Popen[bytes], orphans: bool) -> list[Any]:
+    """The step's descendants, the other members of its process group and, with ``orphans``,
+    Lynx's children started since the step (with their descendants), as psutil processes."""
     import psutil
 
     members: dict[int, psutil.Process] = {}
     with contextlib.suppress(psutil.Error):
-        members = {child.pid: child for child in psutil.Process(popen.pid).children(recursive=True)}
+        step = psutil.Process(popen.pid)
+        members = {child.pid: child for child in step.children(recursive=True)}
+        if orphans:
+            # Start times count in clock ticks; within one tick, PIDs are handed out in order.
+            started = (step.create_time(), popen.pid)
+            for child in psutil.Process().children():
+                with contextlib.suppress(psutil.Error):
+                    if (child.create_time(), child.pid) > started:
+                        members[child.pid] = child
+                        members.update((each.pid, each) for each in child.children(recursive=True))
     for process in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
             if process.pid != popen.pid and process.pid not in members and os.getpgid(process.pid) == popen.pid:
@@ -198,10 +499,11 @@ def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) 
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold off Ctrl+C and SIGTERM while a step is being ended, so a second press cannot orphan it."""
+    """Hold off Ctrl+C, SIGTERM and Ctrl+Z while a step is being ended, so a second press cannot
+    orphan it (and a suspended Lynx cannot hold its end up)."""
     saved = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
             saved[signum] = signal.signal(signum, signal.SIG_IGN)
     try:
         yield
