@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Mapping, TextIO
 
 from lynx.errors import ConfigError
 
@@ -67,7 +68,25 @@ class _ReportOnce:
 
 
 class ConsoleHandler(_ReportOnce, logging.StreamHandler):  # type: ignore[type-arg]
-    pass
+    """The screen: every record except those meant for the log file only (``extra={"file_only": True}``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and bool(super().filter(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+            flush_waiting(self.stream)
+            fd = _fileno(self.stream)
+            if fd is None:
+                self.stream.write(text)
+                self.stream.flush()
+            else:
+                # Straight to the terminal, waiting for it if a step made it non-blocking.
+                encoding = getattr(self.stream, "encoding", None) or "utf-8"
+                write_waiting(fd, text.encode(encoding, getattr(self.stream, "errors", None) or "strict"))
+        except Exception:
+            self.handleError(record)
 
 
 def _line_prefix(when: float, level: str) -> str:
@@ -78,6 +97,8 @@ def _line_prefix(when: float, level: str) -> str:
 
 def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.Handler:
     # logging.handlers drags in socket, pickle and more: only runs with a log file pay for it.
+    import fcntl
+    import stat
     from logging.handlers import RotatingFileHandler
 
     class LogFileHandler(_ReportOnce, RotatingFileHandler):
@@ -86,20 +107,29 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
         The standard one formats every record twice (once to decide on rotation) and goes
         through a text buffer; with megabytes of step output per second that doubles Lynx's
         cost. One write per record also means a killed Lynx never leaves half a record.
+
+        Only a regular file rotates (the standard handler's bpo-45401 check, which this one
+        bypasses, done once at open). Several Lynx may share the file: a write that may rotate
+        holds an flock on it, so the size seen is the file's, and one rotation happens at a time.
         """
 
         what = f"the log file {path}"
         size = 0
+        # Only a regular file (not a symlink, FIFO, terminal or device) is ever renamed.
+        regular = False
+        locking = True
 
         def _open(self) -> Any:
             stream = open(self.baseFilename, "ab", buffering=0)  # noqa: SIM115 - the handler owns it
-            self.size = os.fstat(stream.fileno()).st_size
+            status = os.fstat(stream.fileno())
+            self.size = status.st_size
+            self.regular = stat.S_ISREG(status.st_mode) and not os.path.islink(self.baseFilename)
             return stream
 
         @property
         def rotating(self) -> bool:
             # As in the standard handler, a backup count of 0 means the file never rotates.
-            return self.maxBytes > 0 and self.backupCount > 0
+            return self.maxBytes > 0 and self.backupCount > 0 and self.regular
 
         def emit(self, record: logging.LogRecord) -> None:
             try:
@@ -126,17 +156,83 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
 
         def _write(self, *parts: bytes) -> None:
             """One system call per record (writev: no copy to glue the parts together)."""
-            size = sum(len(part) for part in parts)
-            if self.rotating and self.size and self.size + size > self.maxBytes:
-                self.doRollover()
             if self.stream is None:
                 self.stream = self._open()
+            if not self.rotating:
+                self._append(parts)
+                return
+            # Another Lynx may write and rotate the same file: decide and rotate under its lock.
+            self._lock_current_file()
+            try:
+                size = sum(len(part) for part in parts)
+                while self.rotating and self.size and self.size + size > self.maxBytes:
+                    self.doRollover()
+                self._append(parts)
+            finally:
+                if self.stream is not None:
+                    self._flock(fcntl.LOCK_UN)
+
+        def _flock(self, operation: int) -> None:
+            # A file system without flock (some network and FUSE mounts) still gets its log,
+            # as before sharing was made safe.
+            if self.locking:
+                try:
+                    fcntl.flock(self.stream.fileno(), operation)
+                except OSError:
+                    self.locking = False
+
+        def _append(self, parts: tuple[bytes, ...]) -> None:
+            size = sum(len(part) for part in parts)
             written = os.writev(self.stream.fileno(), parts)
             if written < size:  # a short write: finish it, or fail with the reason (a full disk)
                 self.stream.write(b"".join(parts)[written:])
             self.size += size
 
+        def _lock_current_file(self) -> None:
+            """Hold the lock of the file now at the log's path, reopening it if another rotated it away."""
+            while True:
+                self._flock(fcntl.LOCK_EX)
+                status = os.fstat(self.stream.fileno())
+                try:
+                    current = os.stat(self.baseFilename)
+                    renamed = (current.st_dev, current.st_ino) != (status.st_dev, status.st_ino)
+                except FileNotFoundError:
+                    renamed = True
+                if not renamed:
+                    self.size = status.st_size
+                    return
+                self.stream.close()  # releases the lock
+                self.stream = self._open()
+                if not self.rotating:  # replaced by a symlink or a FIFO: never rotated
+                    return
+
+        def doRollover(self) -> None:  # noqa: N802 - logging's name
+            """Shift ``log.N`` to ``log.N+1`` and the log to ``log.1``, holding the old file's lock throughout.
+
+            The standard handler closes the file first, which would release the lock while the
+            names are still moving. Returns holding the new file's lock.
+            """
+            base = self.baseFilename
+            for number in range(self.backupCount - 1, 0, -1):
+                if os.path.exists(f"{base}.{number}"):
+                    _rename(f"{base}.{number}", f"{base}.{number + 1}")
+            _rename(base, f"{base}.1")
+            old, self.stream = self.stream, self._open()
+            # The new file's lock before the old one's is let go: whoever waited for the old
+            # one then finds the new one taken until this write is done. Locks are only ever
+            # waited for from an older file to a newer one, so two Lynx cannot deadlock.
+            self._lock_current_file()
+            old.close()
+
     return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count)
+
+
+def _rename(source: str, target: str) -> None:
+    """Rename, deleting the target first: ext4 flushes a file renamed over another to disk
+    (auto_da_alloc), which would cost each rotation a synchronous write of the whole file."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(target)
+    os.rename(source, target)
 
 
 def setup_logging(
@@ -195,6 +291,28 @@ def setup_logging(
     return file_handler
 
 
+def check_log_file(log_file: str, protected: Mapping[str, str]) -> None:
+    """Refuse a log file that is one of the ``protected`` files (path: what it is).
+
+    Appending log lines to the config or a step's script would corrupt it, and rotation would
+    rename it away. The same file under another name (a symlink, a hard link) counts too.
+
+    Raises:
+        ConfigError: it is.
+    """
+    try:
+        log = os.stat(log_file)
+    except (OSError, ValueError):
+        return  # not there yet, so it is none of them (opening it says what else is wrong)
+    for path, what in protected.items():
+        try:
+            other = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if (log.st_dev, log.st_ino) == (other.st_dev, other.st_ino):
+            raise ConfigError(f"the log file {log_file} is {what}; Lynx will not write its log into it")
+
+
 def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER)
 
@@ -242,9 +360,7 @@ class OutputRelay:
                 self.screen.flush()
             else:
                 # Straight to the file descriptor: no copy into a buffer, one system call.
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self.screen_fd, view) :]
+                write_waiting(self.screen_fd, chunk)
             self.screen_mid_line = not chunk.endswith(b"\n")
         except (OSError, ValueError) as error:
             # Said once, through the logger: the log file keeps it, and the console handler
@@ -279,10 +395,50 @@ class OutputRelay:
         self.log_file.write_output(block)
 
 
-def color_wanted(stream: Any, environ: dict[str, str]) -> bool:
-    """Color only on a terminal, and never with NO_COLOR set or TERM=dumb."""
+def color_wanted(stream: Any, environ: Mapping[str, str]) -> bool:
+    """Color on a terminal unless TERM=dumb; a non-empty NO_COLOR turns it off, a non-empty FORCE_COLOR on.
+
+    As in https://no-color.org and https://force-color.org (an empty value counts as unset);
+    with both set, NO_COLOR wins, as in Python's own REPL.
+    """
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and "NO_COLOR" not in environ and environ.get("TERM") != "dumb"
+    return bool(isatty and isatty()) and environ.get("TERM") != "dumb"
+
+
+def write_waiting(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``; a terminal that a step set non-blocking is waited for.
+
+    Terminal flags are shared by everything attached to it, so a step that sets O_NONBLOCK on
+    its input sets it on Lynx's screen too; giving up on EAGAIN would silently drop output.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            _wait_writable(fd)
+
+
+def flush_waiting(stream: Any) -> None:
+    """``stream.flush()``, waiting for a non-blocking terminal instead of failing with EAGAIN."""
+    while True:
+        try:
+            stream.flush()
+            return
+        except BlockingIOError:
+            _wait_writable(stream.fileno())
+
+
+def _wait_writable(fd: int) -> None:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    poller.poll()
 
 
 def _fileno(stream: Any) -> int | None:
