@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Mapping
 
 from lynx.errors import ConfigError
 
-TOP_LEVEL_KEYS = ("cron", "configs", "steps")
-STEP_KEYS = ("script", "arguments")
+TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python")
+STEP_KEYS = (
+    "script",
+    "arguments",
+    "name",
+    "env",
+    "cwd",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "retry_backoff",
+    "continue_on_error",
+    "python",
+    "slurm",
+)
 CRON_FIELDS = (
     "year",
     "month",
@@ -29,6 +42,12 @@ CRON_FIELDS = (
     "timezone",
     "jitter",
 )
+# What else a cron section may hold, and what may stand beside a crontab line.
+SCHEDULE_KEYS = ("crontab", "misfire_grace_time", "coalesce", "run_on_start")
+CRON_KEYS = CRON_FIELDS + SCHEDULE_KEYS
+BESIDE_CRONTAB = ("timezone", "start_date", "end_date", "jitter", "misfire_grace_time", "coalesce", "run_on_start")
+# A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
+MISFIRE_GRACE = 60
 # An honest config is far below both; a YAML "billion laughs" bomb is far above the second.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_EXPANDED_NODES = 2_000_000
@@ -41,29 +60,72 @@ _NEEDS_SHLEX = re.compile(r"['\"\\]|[^\S \t\r\n]")
 
 @dataclass(frozen=True)
 class Step:
-    """One step: a Python script and the words passed to it."""
+    """One step: a script, the words passed to it, and how and where it runs."""
 
     number: int
     script: str
     path: str
     arguments: tuple[str, ...] = ()
+    name: str | None = None
+    # Variables set on top of Lynx's environment; a None value removes the variable.
+    env: tuple[tuple[str, str | None], ...] = ()
+    cwd: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    continue_on_error: bool = False
+    # The interpreter for a .py script; None: the one running Lynx.
+    python: str | None = None
+    # srun long options (without dashes) when the step runs as a SLURM job; True gives a bare --option.
+    slurm: tuple[tuple[str, str | bool], ...] | None = None
+
+    @property
+    def title(self) -> str:
+        """What messages call the step: its name, else its script."""
+        return self.name or self.script
 
     @property
     def label(self) -> str:
-        return f"Step {self.number} ({self.script})"
+        return f"Step {self.number} ({self.title})"
+
+    def argv(self, python: str) -> tuple[str, ...]:
+        """The command line: a .py script with ``python`` (or the step's own), anything else run directly."""
+        if self.path.endswith(".py"):
+            return (self.python or python, self.path, *self.arguments)
+        return (self.path, *self.arguments)
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` with PYTHONUNBUFFERED=1 and the step's own variables."""
+        env = {**base, "PYTHONUNBUFFERED": "1"}
+        for key, value in self.env:
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """The fields of an APScheduler CronTrigger, as given in the ``cron`` section."""
+    """When to run: the fields of an APScheduler CronTrigger (a crontab line translated), and how."""
 
     fields: tuple[tuple[str, Any], ...]
+    # The crontab line the fields came from, if any.
+    crontab: str | None = None
+    # crontab's rule when both the day of the month and the day of the week are restricted: either matches.
+    either_day: bool = False
+    misfire_grace_time: int = MISFIRE_GRACE
+    coalesce: bool = True
+    # With -ni/-bg: one run right at start, then the schedule.
+    run_on_start: bool = False
 
-    def trigger(self) -> Any:
-        """Build the CronTrigger (raises ValueError/TypeError on bad values)."""
-        from apscheduler.triggers.cron import CronTrigger
+    def trigger(self, environ: Mapping[str, str] = os.environ) -> Any:
+        """Build the trigger (raises ValueError/TypeError on bad values, lynx.cron.TimezoneError
+        when there is no ``timezone`` and TZ names no zone)."""
+        from lynx.cron import build_trigger
 
-        return CronTrigger(**dict(self.fields))
+        return build_trigger(dict(self.fields), either_day=self.either_day, environ=environ)
 
 
 @dataclass(frozen=True)
@@ -74,20 +136,28 @@ class Pipeline:
     steps: tuple[Step, ...]
     schedule: Schedule | None = None
 
+    @property
+    def name(self) -> str:
+        """The config file's name without its extension: the default scheduler name."""
+        return os.path.splitext(os.path.basename(self.source))[0]
 
-def load_pipeline(path: str | os.PathLike[str], *, cwd: str | None = None) -> Pipeline:
+
+def load_pipeline(
+    path: str | os.PathLike[str], *, cwd: str | None = None, environ: Mapping[str, str] = os.environ
+) -> Pipeline:
     """Read, check and convert the config file at ``path``.
 
     Args:
         path: the YAML file.
         cwd: where relative script paths are looked up first (default: the current directory).
+        environ: whose PATH finds a ``python`` given as a command name.
 
     Raises:
         ConfigError: for anything wrong with the file, naming the step and field.
     """
     source = os.fspath(path)
     document = _read_yaml(source)
-    return _build_pipeline(document, source, cwd or os.getcwd())
+    return _build_pipeline(document, source, cwd or os.getcwd(), environ)
 
 
 def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
@@ -104,6 +174,91 @@ def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(words)
 
 
+class _WrittenInt(int):
+    """An int that remembers how the file wrote it: YAML 1.1 reads ``010`` as 8 and ``12:30`` as 750."""
+
+    text: str
+
+
+class _WrittenFloat(float):
+    """A float that remembers how the file wrote it: YAML 1.1 reads ``3.10`` as 3.1."""
+
+    text: str
+
+
+def _loader(yaml: Any) -> Any:
+    """libyaml's safe loader, refusing duplicate keys and steps merged into one, keeping numbers' text."""
+    from yaml.constructor import ConstructorError
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    flatten = base.flatten_mapping
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: Any) -> None:
+            super().__init__(stream)
+            self.flattened: set[int] = set()
+
+        def flatten_mapping(self, node: Any) -> None:
+            # Merging rewrites node.value in place: look at each mapping once, as it was written;
+            # flattened once, a mapping has no merge keys left (a merged anchor is flattened again
+            # for every step that merges it).
+            if id(node) in self.flattened:
+                return
+            self.check_keys(node)
+            flatten(self, node)
+            self.flattened.add(id(node))
+
+        def check_keys(self, node: Any) -> None:
+            seen: dict[tuple[str, str], Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    if isinstance(value_node, SequenceNode) and len(value_node.value) > 1:
+                        steps = [
+                            item
+                            for item in value_node.value
+                            if isinstance(item, MappingNode)
+                            and any(isinstance(k, ScalarNode) and k.value == "script" for k, _ in item.value)
+                        ]
+                        if len(steps) > 1:
+                            raise ConstructorError(
+                                None,
+                                None,
+                                f"'<<' merges a list of {len(steps)} steps into one step, which would keep only "
+                                "the first; merge each step on its own (- <<: *name for each), or name the "
+                                "'configs' entry in 'steps' (steps: [name])",
+                                key_node.start_mark,
+                            )
+                    continue
+                if not isinstance(key_node, ScalarNode):
+                    continue
+                key = (key_node.tag, key_node.value)
+                first = seen.get(key)
+                if first is not None:
+                    raise ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key '{key_node.value}' (first at line {first.start_mark.line + 1}); "
+                        "YAML would keep only the last",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node
+
+        def construct_yaml_int(self, node: Any) -> int:
+            number = _WrittenInt(super().construct_yaml_int(node))
+            number.text = node.value
+            return number
+
+        def construct_yaml_float(self, node: Any) -> float:
+            number = _WrittenFloat(super().construct_yaml_float(node))
+            number.text = node.value
+            return number
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
+    return Loader
+
+
 def _read_yaml(source: str) -> Any:
     import yaml
 
@@ -115,9 +270,8 @@ def _read_yaml(source: str) -> Any:
             raw = handle.read()
     except OSError as error:
         raise ConfigError(f"{source}: cannot read the config file: {error.strerror or error}") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        document = yaml.load(raw, Loader=loader)
+        document = yaml.load(raw, Loader=_loader(yaml))
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -187,20 +341,25 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return OmegaConf.to_container(OmegaConf.create(_dates_as_text(document)), resolve=True)
+        return OmegaConf.to_container(OmegaConf.create(_plain(document, False)), resolve=True)
     except OmegaConfBaseException as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{source}: cannot resolve an interpolation: {message}") from None
+        key = getattr(error, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"{source}: {where}cannot resolve an interpolation: {message}") from None
 
 
-def _dates_as_text(node: Any) -> Any:
-    """A copy with YAML dates as ISO text, which OmegaConf takes (and CronTrigger too)."""
+def _plain(node: Any, in_arguments: bool) -> Any:
+    """A copy OmegaConf takes: dates as ISO text (CronTrigger takes that too), numbers as plain
+    numbers, and numbers in ``arguments`` and ``env`` as the text the file wrote."""
     if isinstance(node, dict):
-        return {key: _dates_as_text(value) for key, value in node.items()}
+        return {key: _plain(value, in_arguments or key in ("arguments", "env")) for key, value in node.items()}
     if isinstance(node, list):
-        return [_dates_as_text(value) for value in node]
+        return [_plain(value, in_arguments) for value in node]
     if isinstance(node, (date, datetime)):
         return node.isoformat(sep=" ") if isinstance(node, datetime) else node.isoformat()
+    if isinstance(node, (_WrittenInt, _WrittenFloat)):
+        return node.text if in_arguments else (int(node) if isinstance(node, int) else float(node))
     return node
 
 
@@ -212,7 +371,7 @@ def _unknown_key(key: object, known: tuple[str, ...]) -> str:
     return f"unknown key '{key}'{hint}"
 
 
-def _build_pipeline(document: Any, source: str, cwd: str) -> Pipeline:
+def _build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, str] = os.environ) -> Pipeline:
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {_kind(document)}"
         raise ConfigError(f"{source}: the config must be a mapping with a 'steps' list, but the file is {kind}")
@@ -226,15 +385,108 @@ def _build_pipeline(document: Any, source: str, cwd: str) -> Pipeline:
         raise ConfigError(f"{source}: 'steps' must be a list of steps, not a {_kind(raw_steps)}")
     if not raw_steps:
         raise ConfigError(f"{source}: 'steps' is empty: there is nothing to run")
-    lookup = _ScriptLookup(cwd, os.path.dirname(source))
-    words: dict[int, tuple[str, ...]] = {}
-    steps = tuple(_build_step(number, raw, source, lookup, words) for number, raw in enumerate(raw_steps, 1))
+    variables = document.get("vars")
+    if variables is not None and not isinstance(variables, dict):
+        raise ConfigError(f"{source}: 'vars' must be a mapping of names to values, not a {_kind(variables)}")
+    context = _StepContext(source, cwd, environ)
+    python = document.get("python")
+    if python is not None:
+        context.python = context.interpreter(python, f"{source}: 'python'")
+    if any(isinstance(raw, str) for raw in raw_steps):
+        raw_steps = _expand_named_steps(raw_steps, document.get("configs"), source)
+    steps = tuple(_build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
     schedule = _build_schedule(document["cron"], source) if "cron" in document else None
     return Pipeline(source=source, steps=steps, schedule=schedule)
 
 
-def _build_step(number: int, raw: Any, source: str, lookup: _ScriptLookup, words: dict[int, tuple[str, ...]]) -> Step:
-    """One step; ``words`` caches the split of argument lists that merge keys share between steps."""
+def _expand_named_steps(raw_steps: list[Any], configs: Any, source: str) -> list[Any]:
+    """Replace each plain string in ``steps`` by the ``configs`` entry of that name (one step or a list)."""
+    named: dict[str, Any] = {}
+    if isinstance(configs, dict):
+        named = {str(name): value for name, value in configs.items()}
+    elif isinstance(configs, list):
+        for entry in configs:
+            if isinstance(entry, dict) and len(entry) == 1:
+                name, value = next(iter(entry.items()))
+                named.setdefault(str(name), value)
+    expanded: list[Any] = []
+    for raw in raw_steps:
+        if not isinstance(raw, str):
+            expanded.append(raw)
+            continue
+        where = f"{source}: step {len(expanded) + 1}"
+        if raw not in named:
+            known = f"the known names are: {', '.join(named)}" if named else "'configs' names no entries"
+            raise ConfigError(
+                f"{where}: a step must be a mapping with a 'script', or the name of a 'configs' entry; "
+                f"'{raw}' is neither ({known})"
+            )
+        value = named[raw]
+        if isinstance(value, dict):
+            expanded.append(value)
+        elif isinstance(value, list) and value:
+            expanded.extend(value)
+        else:
+            raise ConfigError(
+                f"{where} ({raw}): the 'configs' entry '{raw}' must be a step (a mapping with a 'script') "
+                f"or a list of steps, not a {_kind(value)}"
+            )
+    return expanded
+
+
+class _StepContext:
+    """What every step is built with: the file, where scripts and interpreters are found, and caches."""
+
+    def __init__(self, source: str, cwd: str, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.cwd = cwd
+        self.config_dir = os.path.dirname(source)
+        self.environ = environ
+        self.lookup = _ScriptLookup(cwd, self.config_dir)
+        # The split of argument lists that merge keys share between steps.
+        self.words: dict[int, tuple[str, ...]] = {}
+        self.interpreters: dict[str, str] = {}
+        self.executable: dict[str, bool] = {}
+        self.python: str | None = None
+
+    def interpreter(self, value: Any, where: str) -> str:
+        """The absolute path of a ``python`` given as a path or as a command on PATH."""
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where} must be the path or command name of a Python interpreter, not a {_kind(value)}")
+        found = self.interpreters.get(value)
+        if found is not None:
+            return found
+        path = os.path.expanduser(value)
+        if os.sep in path:
+            candidates = (
+                [path] if os.path.isabs(path) else [os.path.join(self.cwd, path), os.path.join(self.config_dir, path)]
+            )
+            found = next((c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)), None)
+            if found is None:
+                raise ConfigError(f"{where}: {value} is not an executable file")
+            found = os.path.abspath(found)
+        else:
+            import shutil
+
+            found = shutil.which(path, path=self.environ.get("PATH", os.defpath))
+            if found is None:
+                raise ConfigError(f"{where}: {value} is not a command found on PATH")
+            found = os.path.abspath(found)
+        self.interpreters[value] = found
+        return found
+
+    def directory(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: 'cwd' must be the path of a directory, not a {_kind(value)}")
+        path = os.path.join(self.cwd, self.config_dir, os.path.expanduser(value))
+        if not os.path.isdir(path):
+            raise ConfigError(f"{where}: 'cwd': {os.path.abspath(path)} is not a directory")
+        return os.path.abspath(path)
+
+
+def _build_step(number: int, raw: Any, context: _StepContext) -> Step:
+    """One step, every key checked; the error names the step by number and script."""
+    source = context.source
     where = f"{source}: step {number}"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a step must be a mapping with a 'script', not a {_kind(raw)}")
@@ -248,23 +500,227 @@ def _build_step(number: int, raw: Any, source: str, lookup: _ScriptLookup, words
         raise ConfigError(f"{where}: 'script' is missing")
     if not isinstance(script, str) or not script.strip():
         raise ConfigError(f"{where}: 'script' must be the path of a Python file, not a {_kind(script)}")
-    entries = raw.get("arguments")
+    arguments = _build_arguments(raw.get("arguments"), where, context.words)
+    if len(raw) == 1 or (len(raw) == 2 and "arguments" in raw):
+        # The common case, as fast as before: a script and its arguments.
+        return Step(
+            number=number,
+            script=script,
+            path=_script_path(script, where, context, None),
+            arguments=arguments,
+            python=context.python,
+        )
+    name = raw.get("name")
+    if name is not None:
+        name = _text(name)
+        if name is None or not name.strip() or "\n" in name:
+            raise ConfigError(f"{where}: 'name' must be one line of text, not a {_kind(raw['name'])}")
+    cwd = raw.get("cwd")
+    if cwd is not None:
+        cwd = context.directory(cwd, where)
+    python = raw.get("python")
+    python = context.interpreter(python, f"{where}: 'python'") if python is not None else context.python
+    timeout = _number(raw, "timeout", where, None, minimum=0.0, inclusive=False)
+    retry_delay = _number(raw, "retry_delay", where, 0.0, minimum=0.0)
+    retry_backoff = _number(raw, "retry_backoff", where, 1.0, minimum=0.0, inclusive=False)
+    retries = _whole(raw, "retries", where, 0, minimum=0)
+    continue_on_error = raw.get("continue_on_error")
+    if continue_on_error is None:
+        continue_on_error = False
+    elif not isinstance(continue_on_error, bool):
+        raise ConfigError(f"{where}: 'continue_on_error' must be true or false, not {_shown(continue_on_error)}")
+    return Step(
+        number=number,
+        script=script,
+        path=_script_path(script, where, context, cwd),
+        arguments=arguments,
+        name=name,
+        env=_build_env(raw.get("env"), where),
+        cwd=cwd,
+        timeout=timeout,
+        retries=retries,
+        retry_delay=retry_delay,
+        retry_backoff=retry_backoff,
+        continue_on_error=continue_on_error,
+        python=python,
+        slurm=_build_slurm(raw, where),
+    )
+
+
+def _script_path(script: str, where: str, context: _StepContext, cwd: str | None) -> str:
+    """Where the step's script is, as the step's process will be able to find it."""
+    path = context.lookup.find(script, where)
+    if cwd is not None and not os.path.isabs(path):
+        # The step runs elsewhere: its script must not depend on Lynx's working directory.
+        path = os.path.normpath(os.path.join(context.cwd, path))
+    if path.endswith(".py"):
+        return path
+    if not os.path.isabs(path) and os.sep not in path:
+        # A bare name would be looked up on PATH, not here.
+        path = os.path.join(os.curdir, path)
+    executable = context.executable.get(path)
+    if executable is None:
+        executable = context.executable[path] = os.access(
+            path if os.path.isabs(path) else os.path.join(context.cwd, path), os.X_OK
+        )
+    if not executable:
+        raise ConfigError(
+            f"{where}: {path} is not executable: a script that is not a .py file is run directly "
+            f"(its #! line decides how); make it executable (chmod +x {path})"
+        )
+    return path
+
+
+def _build_arguments(entries: Any, where: str, words: dict[int, tuple[str, ...]]) -> tuple[str, ...]:
+    """The step's words from a list (each entry split like a shell would) or a mapping (--key value)."""
     if entries is None:
-        entries = []
-    if not isinstance(entries, list):
-        raise ConfigError(f"{where}: 'arguments' must be a list of strings, not a {_kind(entries)}")
+        return ()
     arguments = words.get(id(entries))
-    if arguments is None:
+    if arguments is not None:
+        return arguments
+    if isinstance(entries, dict):
+        arguments = words[id(entries)] = _mapping_arguments(entries, where)
+    elif isinstance(entries, list):
+        texts = []
         for position, entry in enumerate(entries, 1):
-            if isinstance(entry, bool) or not isinstance(entry, (str, int, float)):
+            text = None if isinstance(entry, bool) else _text(entry)
+            if text is None:
                 raise ConfigError(f"{where}: 'arguments' entry {position} must be a string, not a {_kind(entry)}")
+            texts.append(text)
         try:
-            arguments = words[id(entries)] = split_arguments(entries)
+            arguments = words[id(entries)] = split_arguments(texts)
         except ValueError as error:
             raise ConfigError(f"{where}: cannot split 'arguments': {error}") from None
-        if any("\0" in word for word in arguments):
-            raise ConfigError(f"{where}: 'arguments' contain a NUL character, which no program can receive")
-    return Step(number=number, script=script, path=lookup.find(script, where), arguments=arguments)
+    else:
+        raise ConfigError(
+            f"{where}: 'arguments' must be a list of strings or a mapping of options, not a {_kind(entries)}"
+        )
+    if any("\0" in word for word in arguments):
+        raise ConfigError(f"{where}: 'arguments' contain a NUL character, which no program can receive")
+    return arguments
+
+
+def _mapping_arguments(entries: dict[Any, Any], where: str) -> tuple[str, ...]:
+    """``{input_file: x, n: 5, flag: true, bare: null}`` -> ``--input_file x --n 5 --flag True --bare``."""
+    words: list[str] = []
+    for key, value in entries.items():
+        option = _text(key)
+        if option is None or isinstance(key, bool) or not option.strip():
+            raise ConfigError(f"{where}: 'arguments' keys must be option names, not a {_kind(key)}")
+        words.append(f"--{option}")
+        if value is None:
+            continue
+        # str(True) is "True", which fire reads as a boolean.
+        text = str(value) if isinstance(value, bool) else _text(value)
+        if text is None:
+            raise ConfigError(
+                f"{where}: 'arguments' value of '{option}' must be a string, number, true/false or null, "
+                f"not a {_kind(value)}"
+            )
+        words.append(text)
+    return tuple(words)
+
+
+def _build_env(raw: Any, where: str) -> tuple[tuple[str, str | None], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'env' must be a mapping of variable names to values, not a {_kind(raw)}")
+    env: list[tuple[str, str | None]] = []
+    for key, value in raw.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ConfigError(f"{where}: 'env': {_shown(key)} is not a variable name")
+        if value is None:
+            env.append((key, None))
+            continue
+        text = None if isinstance(value, bool) else _text(value)
+        if text is None:
+            raise ConfigError(
+                f"{where}: 'env': {key} must be a string, a number or null (to remove it), not {_shown(value)}"
+                + (" (quote it: 'true')" if isinstance(value, bool) else "")
+            )
+        if "\0" in text:
+            raise ConfigError(f"{where}: 'env': {key} contains a NUL character")
+        env.append((key, text))
+    return tuple(env)
+
+
+def _build_slurm(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, str | bool], ...] | None:
+    """The step's ``slurm:`` options (srun long options without dashes), or None to run it here.
+
+    ``{}`` or ``true`` take the cluster's defaults; ``false`` or null run the step here. An
+    option set to ``true`` is a bare ``--option``, ``false`` leaves it out.
+    """
+    value = raw.get("slurm")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: 'slurm' must be a mapping of srun options (or true for the defaults), not a {_kind(value)}"
+        )
+    from lynx.slurm import option_problem
+
+    options: list[tuple[str, str | bool]] = []
+    for key, option_value in value.items():
+        problem = option_problem(str(key))
+        if problem is not None:
+            raise ConfigError(f"{where}: slurm: {problem}")
+        if option_value is False:
+            continue
+        if option_value is True:
+            options.append((str(key), True))
+        elif (text := _text(option_value)) is not None:
+            if not text or "\0" in text or "\n" in text:
+                raise ConfigError(f"{where}: slurm: '{key}' must be a non-empty single-line value")
+            options.append((str(key), text))
+        else:
+            hint = " (give a value, or true for a bare --option)" if option_value is None else ""
+            raise ConfigError(f"{where}: slurm: '{key}' must be a string or number, not a {_kind(option_value)}{hint}")
+    return tuple(options)
+
+
+def _number(
+    raw: Mapping[str, Any], key: str, where: str, default: float | None, *, minimum: float, inclusive: bool = True
+) -> Any:
+    value = raw.get(key)
+    if value is None:
+        return default
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        ok = False
+    else:
+        ok = value >= minimum if inclusive else value > minimum
+    if not ok:
+        what = "a number" if key == "retry_backoff" else "a number of seconds"
+        bound = f"{'at least' if inclusive else 'more than'} {minimum:g}"
+        raise ConfigError(f"{where}: '{key}' must be {what} {bound}, not {_shown(value)}")
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    """A scalar as the file wrote it; None for what is not a scalar."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (_WrittenInt, _WrittenFloat)):
+        return value.text
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short scalars as written, anything else by its kind."""
+    text = None if isinstance(value, bool) else _text(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if text is not None and len(text) <= 40 and "\n" not in text:
+        return repr(text) if isinstance(value, str) else text
+    return f"a {_kind(value)}"
 
 
 class _ScriptLookup:
@@ -300,37 +756,118 @@ class _ScriptLookup:
 
 def _build_schedule(raw: Any, source: str) -> Schedule:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: 'cron' must be a mapping of CronTrigger fields, not a {_kind(raw)}")
+        hint = " (for a crontab line write crontab: '...' under cron:)" if isinstance(raw, str) else ""
+        raise ConfigError(f"{source}: 'cron' must be a mapping of CronTrigger fields, not a {_kind(raw)}{hint}")
     if not raw:
         raise ConfigError(f"{source}: 'cron' is empty: give at least one field, e.g. second: '*/10'")
     for key in raw:
-        if key not in CRON_FIELDS:
-            raise ConfigError(f"{source}: cron: {_unknown_key(key, CRON_FIELDS)}")
-    schedule = Schedule(fields=tuple((str(key), value) for key, value in raw.items()))
-    try:
-        trigger = schedule.trigger()
-        # Computing a fire time also checks what building the trigger does not (jitter).
-        first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
-    except Exception as error:  # APScheduler raises several types
-        raise ConfigError(f"{source}: cron: {_culprit(schedule)}{error}") from None
-    if first is None:
-        raise ConfigError(f"{source}: cron: the schedule never fires (is end_date in the past?)")
+        if key not in CRON_KEYS:
+            raise ConfigError(f"{source}: cron: {_unknown_key(key, CRON_KEYS)}")
+    where = f"{source}: cron"
+    options = {
+        "misfire_grace_time": _whole(raw, "misfire_grace_time", where, MISFIRE_GRACE, minimum=1),
+        "coalesce": _flag(raw, "coalesce", where, True),
+        "run_on_start": _flag(raw, "run_on_start", where, False),
+    }
+    jitter = _number(raw, "jitter", where, None, minimum=0.0)
+    fields = {str(key): _plain(value, False) for key, value in raw.items() if key in CRON_FIELDS}
+    if jitter is not None:
+        fields["jitter"] = jitter
+    crontab = raw.get("crontab")
+    either_day = False
+    if crontab is not None:
+        from lynx.cron import crontab_fields, restricts_both_days
+
+        beside = [key for key in fields if key not in BESIDE_CRONTAB]
+        if beside:
+            raise ConfigError(
+                f"{where}: '{beside[0]}' cannot stand beside 'crontab' (write it in the crontab line; "
+                f"beside it may stand only {', '.join(BESIDE_CRONTAB)})"
+            )
+        if not isinstance(crontab, str):
+            raise ConfigError(
+                f"{where}: 'crontab' must be a crontab line such as '*/10 * * * *', not a {_kind(crontab)}"
+            )
+        try:
+            translated = crontab_fields(crontab)
+        except ValueError as error:
+            raise ConfigError(f"{where}: crontab {crontab!r}: {error}") from None
+        # crontab fires when either day field matches if both are restricted (neither starts with '*').
+        either_day = restricts_both_days(crontab)
+        where = f"{where}: crontab {crontab!r}"
+        fields = {**translated, **fields}
+    elif not fields:
+        raise ConfigError(f"{where}: give the schedule's fields (e.g. second: '*/10') or a crontab line")
+    schedule = Schedule(fields=tuple(fields.items()), crontab=crontab, either_day=either_day, **options)
+    _check_fires(schedule, where)
     return schedule
+
+
+def _check_fires(schedule: Schedule, where: str) -> None:
+    """Build the trigger and find its first fire, or say why it never fires."""
+    from lynx.cron import TimezoneError
+
+    try:
+        try:
+            trigger = schedule.trigger()
+        except TimezoneError:
+            # Only a schedule needs the local time zone (it says so when it starts); check the rest in UTC.
+            trigger = replace(schedule, fields=(*schedule.fields, ("timezone", "UTC"))).trigger()
+        # Computing a fire time also checks what building the trigger does not.
+        now = datetime.now(trigger.timezone)
+        first = trigger.get_next_fire_time(None, now)
+    except Exception as error:  # APScheduler raises several types
+        # Some of APScheduler's and tzlocal's messages span lines (some with a literal backslash-n): keep the first.
+        first_line = str(error).replace("\\n", "\n").splitlines()[0].strip() if str(error) else type(error).__name__
+        raise ConfigError(f"{where}: {_culprit(schedule)}{first_line}") from None
+    if first is not None:
+        return
+    if trigger.end_date is not None and trigger.end_date < now:
+        raise ConfigError(f"{where}: the schedule never fires: its end_date ({trigger.end_date}) is in the past")
+    dates = [
+        f"{name}: {value}" for name, value in schedule.fields if name in ("year", "month", "day", "week", "day_of_week")
+    ]
+    raise ConfigError(
+        f"{where}: the schedule never fires: no date matches {', '.join(dates) or 'its fields'} "
+        "(such dates never exist, or are all past or after end_date)"
+    )
 
 
 def _culprit(schedule: Schedule) -> str:
     """Name the field whose value the trigger refused, when one alone is enough to refuse it."""
     for name, value in schedule.fields:
         try:
-            trigger = Schedule(fields=((name, value),)).trigger()
+            trigger = Schedule(
+                fields=((name, value), ("timezone", "UTC")) if name != "timezone" else ((name, value),)
+            ).trigger()
             trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
         except Exception:  # APScheduler raises several types
             return f"{name}: {value!r}: "
     return ""
 
 
+def _whole(raw: Mapping[str, Any], key: str, where: str, default: int, *, minimum: int) -> int:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be a whole number of {minimum} or more, not {_shown(value)}")
+    return int(value)
+
+
+def _flag(raw: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    value = raw.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false, not {_shown(value)}")
+    return value
+
+
 def _kind(value: Any) -> str:
-    names = {dict: "mapping", list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
     if value is None:
         return "null"
-    return names.get(type(value), type(value).__name__)
+    for kind, name in ((bool, "boolean"), (dict, "mapping"), (list, "list"), (str, "string"), ((int, float), "number")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

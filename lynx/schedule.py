@@ -10,13 +10,11 @@ from datetime import datetime
 from typing import Any, Callable
 
 from lynx.config import Schedule
+from lynx.errors import ConfigError
 from lynx.logs import get_logger
-from lynx.process import StepGuard, describe_interruption
+from lynx.process import StepGuard, describe_interruption, forwarded_signal
 from lynx.runner import RunResult
 
-# A fire that comes late (a busy machine, a suspended process) still runs if it is at most
-# this many seconds late; fires missed while a run is going are skipped, not queued.
-MISFIRE_GRACE = 60
 JOB_ID = "lynx-pipeline"
 
 
@@ -27,6 +25,8 @@ def run_on_schedule(
     keep_running: bool,
     guard: StepGuard,
     stdin_fd: int | None = None,
+    on_next_run: Callable[[datetime | None], None] | None = None,
+    stop_hint: str = "Press Ctrl+C to stop.",
 ) -> RunResult:
     """Block, running ``run`` on every fire, until a run fails (unless ``keep_running``) or input ends.
 
@@ -36,6 +36,9 @@ def run_on_schedule(
         keep_running: a failed run is logged and the schedule goes on.
         guard: ends the running step when the schedule is interrupted.
         stdin_fd: a terminal to watch: end of input (Ctrl+D) ends the schedule after the current run.
+        on_next_run: told the next fire time whenever it is known: at start and after each run
+            (None: no more fires).
+        stop_hint: how to stop it, said with the first run time.
 
     Returns:
         The failed run that ended the schedule, the last run when the trigger has no more fire
@@ -45,15 +48,24 @@ def run_on_schedule(
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
     from apscheduler.schedulers.blocking import BlockingScheduler
 
+    from lynx.cron import TimezoneError, describe
+
     log = get_logger()
-    trigger = schedule.trigger()
+    try:
+        trigger = schedule.trigger()
+    except TimezoneError as error:
+        raise ConfigError(f"cron: {error}") from None
     scheduler = BlockingScheduler(timezone=trigger.timezone)
+    grace = schedule.misfire_grace_time
     outcome: list[RunResult] = []
     running = threading.Lock()
 
     def next_run() -> str:
         job = scheduler.get_job(JOB_ID)
-        return _format(job.next_run_time) if job is not None else "never"
+        when = job.next_run_time if job is not None else None
+        if on_next_run is not None:
+            on_next_run(when)
+        return describe(when) if when is not None else "never"
 
     def job() -> None:
         with running:
@@ -68,11 +80,15 @@ def run_on_schedule(
             if guard.stopping:
                 return
             if not result.ok and not keep_running:
+                if on_next_run is not None:
+                    on_next_run(None)
                 log.error("The run failed: ending the schedule.", extra={"color": "red"})
                 outcome.append(result)
                 _shutdown(scheduler)
                 return
             if scheduler.get_job(JOB_ID) is None:
+                if on_next_run is not None:
+                    on_next_run(None)
                 log.info("The schedule has no more fire times.")
                 outcome.append(result)
                 _shutdown(scheduler)
@@ -84,29 +100,37 @@ def run_on_schedule(
     def on_event(event: JobEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
             # This event carries the list of fire times it refused, not a single one.
-            when = _format(event.scheduled_run_times[-1])
+            when = describe(event.scheduled_run_times[-1])
             log.warning(f"Skipped the run scheduled at {when}: the previous run is still going.")
         else:
-            when = _format(event.scheduled_run_time)
-            log.warning(f"Missed the run scheduled at {when}: it is more than {MISFIRE_GRACE} s late.")
+            when = describe(event.scheduled_run_time)
+            log.warning(f"Missed the run scheduled at {when}: it is more than {grace:g} s late.")
 
+    first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
+    # run_on_start: the job's first run is now; APScheduler then follows the trigger.
+    start_now = datetime.now(trigger.timezone) if schedule.run_on_start else None
     scheduler.add_job(
         job,
         trigger,
         id=JOB_ID,
         max_instances=1,
-        coalesce=True,
-        misfire_grace_time=MISFIRE_GRACE,
+        coalesce=schedule.coalesce,
+        misfire_grace_time=grace,
+        **({"next_run_time": start_now} if start_now is not None else {}),
     )
     scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-    first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
-    log.info(f"Lynx is scheduled: first run at {_format(first) if first else 'never'}. Press Ctrl+C to stop.")
-    if stdin_fd is not None and _in_foreground(stdin_fd):
+    when = f"at {describe(first)}" if first else "never"
+    if start_now is not None:
+        when = f"now (run_on_start), then {when}"
+    log.info(f"Lynx is scheduled: first run {when}. {stop_hint}")
+    if on_next_run is not None:
+        on_next_run(start_now or first)
+    if stdin_fd is not None:
         _watch_for_end_of_input(stdin_fd, lambda: _end_of_input(scheduler))
     try:
         scheduler.start()
     except BaseException as error:
-        guard.stop(describe_interruption(error))
+        guard.stop(describe_interruption(error), forwarded_signal(error))
         _shutdown(scheduler, wait=True)
         raise
     # The scheduler has stopped; a run may still be finishing (after Ctrl+D).
@@ -138,19 +162,32 @@ def _in_foreground(fd: int) -> bool:
 
 
 def _watch_for_end_of_input(fd: int, on_end: Callable[[], None]) -> None:
-    # Sent to the background (Ctrl+Z, bg) later, a read fails with EIO instead of stopping Lynx.
+    """Call ``on_end`` when the terminal ``fd`` reaches end of input, whenever Lynx is in the
+    foreground: from the start, or after ``fg`` (a shell gives a running background job the
+    terminal without a signal, so the watcher looks each time the terminal has input)."""
+    import select
+    import time
+
+    # A read from the background fails with EIO instead of stopping Lynx (SIGTTIN).
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
 
     def watch() -> None:
-        try:
-            while os.read(fd, 4096):
-                pass
-        except OSError:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            events = poller.poll()
+            if any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events):
+                return
+            if not _in_foreground(fd):
+                time.sleep(0.2)  # the shell's input, not Lynx's: the shell reads it soon
+                continue
+            try:
+                if os.read(fd, 4096):
+                    continue
+            except OSError:  # sent to the background since the check, or non-blocking
+                time.sleep(0.2)
+                continue
+            on_end()
             return
-        on_end()
 
     threading.Thread(target=watch, name="lynx-stdin", daemon=True).start()
-
-
-def _format(when: datetime) -> str:
-    return when.strftime("%Y-%m-%d %H:%M:%S %Z").strip()

@@ -304,7 +304,7 @@ def test_a_directory_is_not_a_script(tmp_path: Path) -> None:
 
 
 def test_a_cron_section_becomes_a_schedule_whose_trigger_builds(work: Path) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.base import BaseTrigger
 
     pipeline = load(
         work,
@@ -322,7 +322,7 @@ def test_a_cron_section_becomes_a_schedule_whose_trigger_builds(work: Path) -> N
     assert isinstance(pipeline.schedule, Schedule)
     assert dict(pipeline.schedule.fields) == {"day_of_week": "mon-fri", "hour": 9, "minute": 30, "timezone": "UTC"}
     trigger = pipeline.schedule.trigger()
-    assert isinstance(trigger, CronTrigger)
+    assert isinstance(trigger, BaseTrigger)
     now = datetime.datetime(2024, 1, 6, 12, 0, tzinfo=datetime.timezone.utc)  # a Saturday
     fire = trigger.get_next_fire_time(None, now)
     assert (fire.weekday(), fire.hour, fire.minute, fire.second) == (0, 9, 30, 0)
@@ -599,7 +599,7 @@ def test_an_argument_with_a_long_run_of_spaces_before_a_quote_loads_at_once(work
 
 
 def test_an_unquoted_yaml_date_in_cron_works_together_with_an_interpolation(work: Path) -> None:
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.base import BaseTrigger
 
     pipeline = load(
         work,
@@ -618,7 +618,133 @@ def test_an_unquoted_yaml_date_in_cron_works_together_with_an_interpolation(work
     assert pipeline.steps[0].script == "a.py"
     assert pipeline.schedule is not None
     trigger = pipeline.schedule.trigger()
-    assert isinstance(trigger, CronTrigger)
+    assert isinstance(trigger, BaseTrigger)
     assert trigger.start_date == datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     fire = trigger.get_next_fire_time(None, datetime.datetime(2024, 1, 1, 12, 0, 1, tzinfo=datetime.timezone.utc))
     assert fire == datetime.datetime(2024, 1, 1, 12, 0, 2, tzinfo=datetime.timezone.utc)
+
+
+# --- nothing in a config is dropped or changed silently (issue 7 #16, #17) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "steps:\n  - script: a.py\nsteps:\n  - script: b.py\n",
+            ["line 3", "duplicate key 'steps'", "first at line 1"],
+        ),
+        (
+            "steps:\n  - script: a.py\n    arguments: [--x]\n    arguments: [--y]\n",
+            ["line 4", "duplicate key 'arguments'", "first at line 3"],
+        ),
+        ("cron:\n  second: 1\n  second: 2\nsteps:\n  - script: a.py\n", ["line 3", "duplicate key 'second'"]),
+    ],
+)
+def test_a_duplicate_key_is_an_error_naming_the_line(work: Path, text: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(work, text)
+
+    message = raised.value.format_message()
+    for word in words:
+        assert word in message
+    assert "\n" not in message
+
+
+def test_a_merge_of_a_list_of_several_steps_is_an_error_that_says_how_to_write_it(work: Path) -> None:
+    text = """
+        configs:
+          - prep: &prep
+              - script: a.py
+              - script: b.py
+        steps:
+          - <<: *prep
+        """
+    with pytest.raises(ConfigError) as raised:
+        load(work, text)
+
+    message = raised.value.format_message()
+    assert "line 7" in message
+    assert "merges a list of 2 steps into one step" in message
+    assert "steps: [name]" in message
+
+
+def test_merges_that_drop_nothing_still_work(work: Path) -> None:
+    pipeline = load(
+        work,
+        """
+        configs:
+          - base: &base {script: a.py}
+          - args: &args {arguments: [--x 1]}
+        steps:
+          - <<: [*base, *args]
+          - <<: *base
+            script: b.py
+        """,
+    )
+
+    assert [(step.script, step.arguments) for step in pipeline.steps] == [("a.py", ("--x", "1")), ("b.py", ())]
+
+
+def test_arguments_keep_the_text_yaml_1_1_would_turn_into_other_numbers(work: Path) -> None:
+    pipeline = load(
+        work,
+        """
+        steps:
+          - script: a.py
+            arguments: [3.10, 010, 0x1F, 12:30, 1_000, .5, 2024-01-31, -0]
+          - script: a.py
+            arguments: {python: 3.10, mode: 010, hex: 0x1F, at: 12:30, flag: true, bare: null}
+        """,
+    )
+
+    assert pipeline.steps[0].arguments == ("3.10", "010", "0x1F", "12:30", "1_000", ".5", "2024-01-31", "-0")
+    assert pipeline.steps[1].arguments == (
+        "--python", "3.10", "--mode", "010", "--hex", "0x1F", "--at", "12:30", "--flag", "True", "--bare",
+    )  # fmt: skip
+
+
+def test_arguments_keep_their_text_also_when_the_config_interpolates(work: Path) -> None:
+    pipeline = load(
+        work,
+        """
+        vars:
+          data: x
+        steps:
+          - script: a.py
+            arguments: [3.10, "${vars.data}"]
+            env: {V: 3.10}
+        """,
+    )
+
+    assert pipeline.steps[0].arguments == ("3.10", "x")
+    assert pipeline.steps[0].env == (("V", "3.10"),)
+
+
+def test_the_new_step_keys_become_plain_frozen_fields(work: Path) -> None:
+    (work / "models").mkdir()
+    step = load(
+        work,
+        f"""
+        steps:
+          - script: a.py
+            name: train
+            env: {{A: 1, B: null}}
+            cwd: models
+            timeout: 90
+            retries: 2
+            retry_delay: 5
+            retry_backoff: 2
+            continue_on_error: true
+            python: {sys.executable}
+        """,
+    ).steps[0]
+
+    assert (step.name, step.env, step.cwd) == ("train", (("A", "1"), ("B", None)), str(work / "models"))
+    assert (step.timeout, step.retries, step.retry_delay, step.retry_backoff) == (90.0, 2, 5.0, 2.0)
+    assert step.continue_on_error is True
+    assert step.python == os.path.abspath(sys.executable)
+    assert step.label == "Step 1 (train)"
+    # The script is found where Lynx runs, wherever the step runs.
+    assert os.path.isabs(step.path) and os.path.samefile(step.path, work / "a.py")
+    assert type(step.timeout) is float and type(step.retries) is int

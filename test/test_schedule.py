@@ -110,7 +110,7 @@ def test_runs_on_every_fire_until_ctrl_c(tmp_path: Path, foreground: Callable[..
     assert lynx.wait() == 130
     output = lynx.output()
     assert "Traceback" not in output
-    assert re.search(r"Next run at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", output)
+    assert re.search(r"Next run at \w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", output)
     assert "Lynx was interrupted (Ctrl+C) and has stopped." in output
     assert output.count("Step 1 (step.py) completed successfully.") >= 2
 
@@ -164,7 +164,8 @@ def test_fires_during_a_run_are_skipped_and_runs_never_overlap(
         tmp_path,
         "slow.py",
         f"""
-        import os, time
+        import os, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a forwarded Ctrl+C ends it quietly
         with open({str(times)!r}, "a") as handle:
             handle.write(f"start {{time.time()}}\\n")
         try:
@@ -206,7 +207,8 @@ def test_ctrl_c_during_a_scheduled_run_ends_the_step(tmp_path: Path) -> None:
         tmp_path,
         "hang.py",
         f"""
-        import os, time
+        import os, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a forwarded Ctrl+C ends it quietly
         with open({str(pid_file)!r}, "w") as handle:
             handle.write(str(os.getpid()))
         print("step started", flush=True)
@@ -300,7 +302,9 @@ def test_a_late_fire_still_runs(tmp_path: Path, foreground: Callable[..., Foregr
         """,
     )
     lynx = foreground("start", "-ni", "-cf", str(config))
-    found = wait_for(lambda: re.search(r"first run at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", lynx.output()), timeout=20)
+    found = wait_for(
+        lambda: re.search(r"first run at \w{3} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", lynx.output()), timeout=20
+    )
     assert isinstance(found, re.Match)
     fire = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
     assert fire - time.time() > 0.5, "Lynx took too long to start: the fire time is already here"
@@ -338,7 +342,7 @@ def test_cron_timezone_utc(tmp_path: Path, foreground: Callable[..., Foreground]
     lynx = foreground("start", "-ni", "-cf", str(config), env=clean_env(TZ="Asia/Tokyo"))
     wait_for(lambda: ran(tmp_path), timeout=20)
     lynx.wait_output("Next run at ")
-    assert re.search(r"Next run at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lynx.output())
+    assert re.search(r"Next run at \w{3} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lynx.output())
     lynx.send(signal.SIGINT)
     assert lynx.wait() == 130
     assert "Traceback" not in lynx.output()
@@ -399,6 +403,7 @@ def test_a_second_ctrl_c_does_not_cut_short_the_end_of_a_step_that_ignores_sigte
         "stubborn.py",
         f"""
         import os, signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is forwarded as SIGINT first
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with open({str(pid_file)!r} + ".tmp", "w") as handle:
             handle.write(str(os.getpid()))
@@ -450,3 +455,250 @@ def test_a_schedule_whose_end_date_passes_ends_by_itself(tmp_path: Path, foregro
     assert len(ran(tmp_path)) >= 1
     assert "The schedule has ended." in output
     assert "Traceback" not in output
+
+
+# --- crontab lines, run_on_start, DST, time zones (issue 10, issue 7 #18-#19) ------------------------
+
+
+def load_schedule(directory: Path, cron: str) -> object:
+    """The trigger of a config whose cron section is ``cron`` (YAML flow mapping)."""
+    from lynx.config import load_pipeline
+
+    marker_step(directory, "step.py")
+    pipeline = load_pipeline(
+        write_config(directory, f"cron: {cron}\nsteps:\n  - script: step.py\n"), cwd=str(directory)
+    )
+    assert pipeline.schedule is not None
+    return pipeline.schedule.trigger()
+
+
+def fire_times(trigger: object, start: datetime, count: int) -> list[datetime]:
+    times: list[datetime] = []
+    previous = None
+    now = start
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, now)  # type: ignore[attr-defined]
+        assert fire is not None
+        times.append(fire)
+        previous = now = fire
+    return times
+
+
+# 2024-01-01 is a Monday; crontab numbers the days from Sunday = 0 (and 7).
+MONDAY = datetime(2024, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("day_of_week", "weekdays"),
+    [
+        ("0", ["Sun"]),
+        ("7", ["Sun"]),
+        ("1", ["Mon"]),
+        ("1-5", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+        ("sun", ["Sun"]),
+        ("SAT,sun", ["Sat", "Sun"]),
+        ("sun-thu", ["Sun", "Mon", "Tue", "Wed", "Thu"]),
+        ("mon-sun", ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]),
+        ("5-7", ["Fri", "Sat", "Sun"]),
+        ("*/2", ["Sun", "Tue", "Thu", "Sat"]),
+        ("1-5/2", ["Mon", "Wed", "Fri"]),
+    ],
+)
+def test_crontab_day_of_week_numbers_mean_what_they_mean_in_crontab(
+    tmp_path: Path, day_of_week: str, weekdays: list[str]
+) -> None:
+    trigger = load_schedule(tmp_path, f"{{crontab: '0 12 * * {day_of_week}', timezone: UTC}}")
+
+    fires = fire_times(trigger, MONDAY, 14)
+
+    assert {fire.strftime("%a") for fire in fires} == set(weekdays)
+    assert all((fire.hour, fire.minute, fire.second) == (12, 0, 0) for fire in fires)
+    # Every matching day of two weeks, each once, in order.
+    assert len({fire.date() for fire in fires}) == 14
+    assert fires == sorted(fires)
+
+
+def test_a_crontab_with_both_day_fields_restricted_fires_when_either_matches(tmp_path: Path) -> None:
+    # crontab: the 13th of the month, and every Friday.
+    trigger = load_schedule(tmp_path, "{crontab: '0 0 13 * 5', timezone: UTC}")
+
+    fires = fire_times(trigger, MONDAY, 6)
+
+    assert [fire.strftime("%a %d") for fire in fires] == ["Fri 05", "Fri 12", "Sat 13", "Fri 19", "Fri 26", "Fri 02"]
+
+
+def test_a_six_field_crontab_has_seconds_first(tmp_path: Path) -> None:
+    trigger = load_schedule(tmp_path, "{crontab: '*/20 30 9 * * mon-fri', timezone: UTC}")
+
+    fires = fire_times(trigger, MONDAY, 4)
+
+    assert [fire.strftime("%a %H:%M:%S") for fire in fires] == [
+        "Mon 09:30:00",
+        "Mon 09:30:20",
+        "Mon 09:30:40",
+        "Tue 09:30:00",
+    ]
+
+
+def test_a_six_field_crontab_fires_on_the_right_seconds(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "step.py")
+    config = write_config(tmp_path, "cron:\n  crontab: '*/3 * * * * *'\nsteps:\n  - script: step.py\n")
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    wait_for(lambda: lynx.output().count("Next run at ") >= 2, timeout=30)
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    seconds = [int(s) for s in re.findall(r"(?:first run at|Next run at) \w{3} [\d-]+ \d\d:\d\d:(\d\d)", output)]
+    assert len(seconds) >= 3, output
+    assert all(second % 3 == 0 for second in seconds), output
+    assert len(ran(tmp_path)) >= 2
+
+
+def test_run_on_start_runs_before_the_first_fire(tmp_path: Path, foreground: Callable[..., Foreground]) -> None:
+    marker_step(tmp_path, "step.py")
+    # The first fire is months away: only run_on_start can make the step run now.
+    config = write_config(
+        tmp_path, "cron:\n  crontab: '0 0 1 1 *'\n  timezone: UTC\n  run_on_start: true\nsteps:\n  - script: step.py\n"
+    )
+    lynx = foreground("start", "-ni", "-cf", str(config))
+    wait_for(lambda: ran(tmp_path) == ["step.py"], timeout=30)
+    lynx.wait_output("Next run at ")
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    output = lynx.output()
+    next_new_year = datetime(datetime.now(timezone.utc).year + 1, 1, 1, tzinfo=timezone.utc)
+    expected = next_new_year.strftime("%a %Y-%m-%d 00:00:00 UTC")
+    assert f"Lynx is scheduled: first run now (run_on_start), then at {expected}." in output
+    assert f"Next run at {expected}." in output
+
+
+def test_a_daily_time_in_the_hour_repeated_when_clocks_go_back_fires_once(tmp_path: Path) -> None:
+    berlin = "Europe/Berlin"
+    trigger = load_schedule(tmp_path, f"{{hour: 2, minute: 30, timezone: {berlin}}}")
+
+    fires = fire_times(trigger, datetime(2026, 10, 24, 12, tzinfo=timezone.utc), 3)
+
+    # 2026-10-25: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice; cron runs the job once.
+    assert [fire.astimezone(timezone.utc).strftime("%m-%d %H:%M") for fire in fires] == [
+        "10-25 00:30",  # 02:30 CEST
+        "10-26 01:30",  # 02:30 CET, the next day
+        "10-27 01:30",
+    ]
+
+
+def test_a_schedule_with_any_hour_fires_in_both_passes_of_the_repeated_hour(tmp_path: Path) -> None:
+    trigger = load_schedule(tmp_path, "{minute: '*/30', timezone: Europe/Berlin}")
+
+    fires = fire_times(trigger, datetime(2026, 10, 24, 23, 45, tzinfo=timezone.utc), 5)
+
+    # Every 30 minutes of real time: 02:00 and 02:30 CEST, then 02:00 and 02:30 CET.
+    assert [fire.astimezone(timezone.utc).strftime("%H:%M") for fire in fires] == [
+        "00:00",
+        "00:30",
+        "01:00",
+        "01:30",
+        "02:00",
+    ]
+
+
+def test_a_time_in_the_hour_skipped_when_clocks_go_forward_runs_an_hour_later(tmp_path: Path) -> None:
+    from lynx.cron import describe
+
+    trigger = load_schedule(tmp_path, "{hour: 2, minute: 30, timezone: Europe/Berlin}")
+
+    fires = fire_times(trigger, datetime(2026, 3, 28, 12, tzinfo=timezone.utc), 2)
+
+    assert [describe(fire) for fire in fires] == ["Sun 2026-03-29 03:30:00 CEST", "Mon 2026-03-30 02:30:00 CEST"]
+
+
+@pytest.mark.parametrize(("tz", "zone"), [("UTC0", "UTC"), ("JST-9", "JST")])
+def test_a_posix_tz_schedules_with_its_offset(tmp_path: Path, tz: str, zone: str) -> None:
+    marker_step(tmp_path, "step.py")
+    write_config(tmp_path, "cron:\n  crontab: '0 0 1 1 *'\nsteps:\n  - script: step.py\n")
+    env = clean_env(TZ=tz)
+
+    once = run_lynx("start", "-cf", "config.yaml", cwd=tmp_path, env=env)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert ran(tmp_path) == ["step.py"]
+
+    process = subprocess.Popen(
+        [*lynx_command(), "start", "-cf", "config.yaml", "-ni"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert re.search(rf"first run at \w{{3}} \d{{4}}-01-01 00:00:00 {zone}\.", line), line
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_a_posix_tz_with_dst_rules_runs_once_and_names_the_fix_for_a_schedule(tmp_path: Path) -> None:
+    marker_step(tmp_path, "step.py")
+    write_config(tmp_path, "cron:\n  second: '*/2'\nsteps:\n  - script: step.py\n")
+    env = clean_env(TZ="CET-1CEST,M3.5.0,M10.5.0/3")
+
+    once = run_lynx("start", "-cf", "config.yaml", cwd=tmp_path, env=env)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert ran(tmp_path) == ["step.py"]
+
+    scheduled = run_lynx("start", "-cf", "config.yaml", "-ni", cwd=tmp_path, env=env, timeout=30)
+    assert scheduled.returncode == 2
+    assert scheduled.stderr.strip().splitlines() == [
+        "Error: cron: the local time zone cannot be told from TZ='CET-1CEST,M3.5.0,M10.5.0/3': set 'timezone:' "
+        "in the cron section (a zone name such as Europe/Berlin, or UTC)"
+    ]
+    assert "\\n" not in scheduled.stderr
+
+
+BAD_SCHEDULES = {
+    "negative-jitter": ("{second: '*/2', jitter: -5}", ["'jitter'", "at least 0"]),
+    "text-jitter": ("{second: '*/2', jitter: soon}", ["'jitter'"]),
+    "february-31": ("{day: 31, month: 2}", ["never fires", "day: 31, month: 2"]),
+    "crontab-four-fields": ("{crontab: '* * * *'}", ["crontab", "5 fields", "not 4"]),
+    "crontab-bad-weekday": ("{crontab: '0 0 * * 8'}", ["crontab", "'8'", "0 and 7 being Sunday"]),
+    "crontab-backwards": ("{crontab: '0 0 * * 5-1'}", ["crontab", "backwards"]),
+    "crontab-bad-minute": ("{crontab: '61 * * * *'}", ["crontab", "minute"]),
+    "crontab-with-hour": ("{crontab: '* * * * *', hour: 3}", ["'hour' cannot stand beside 'crontab'"]),
+    "crontab-not-text": ("{crontab: [1, 2]}", ["'crontab'", "list"]),
+    "crontab-reboot": ("{crontab: '@reboot'}", ["run_on_start"]),
+    "misfire-zero": ("{second: '*/2', misfire_grace_time: 0}", ["'misfire_grace_time'"]),
+    "coalesce-text": ("{second: '*/2', coalesce: sometimes}", ["'coalesce'", "true or false"]),
+    "run-on-start-number": ("{second: '*/2', run_on_start: 1}", ["'run_on_start'"]),
+    "only-options": ("{run_on_start: true}", ["crontab"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_SCHEDULES))
+def test_a_bad_schedule_is_refused_at_once(tmp_path: Path, name: str) -> None:
+    cron, words = BAD_SCHEDULES[name]
+    marker_step(tmp_path, "step.py")
+    write_config(tmp_path, f"cron: {cron}\nsteps:\n  - script: step.py\n")
+
+    try:
+        result = run_lynx("start", "-cf", "config.yaml", "-ni", cwd=tmp_path, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Lynx did not refuse the schedule at once")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: config.yaml: cron"), result.stderr
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
+    assert ran(tmp_path) == []
+
+
+def test_interpolation_works_in_cron(tmp_path: Path) -> None:
+    trigger = load_schedule(tmp_path, "{crontab: '${vars.when}', timezone: UTC}\nvars:\n  when: '0 6 * * 0'")
+
+    fires = fire_times(trigger, MONDAY, 2)
+
+    assert [fire.strftime("%a %H:%M") for fire in fires] == ["Sun 06:00", "Sun 06:00"]
