@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -24,12 +25,30 @@ def cli() -> None:
     """
 
 
+def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Let the shell complete file names; unlike click.Path, this changes no validation."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
 @cli.command()
 @click.option(
-    "--config-file", "-cf", default="conf/config.yaml", show_default=True, metavar="PATH", help="The YAML config file."
+    "--config-file",
+    "-cf",
+    default="conf/config.yaml",
+    show_default=True,
+    metavar="PATH",
+    shell_complete=_complete_path,
+    help="The YAML config file.",
 )
 @click.option(
-    "--log-file", "-lf", default=None, metavar="PATH", help="Also write everything to this file (appending, rotating)."
+    "--log-file",
+    "-lf",
+    default=None,
+    metavar="PATH",
+    shell_complete=_complete_path,
+    help="Also write everything to this file (appending, rotating).",
 )
 @click.option(
     "--log-level",
@@ -66,6 +85,9 @@ def cli() -> None:
 @click.option(
     "--background", "-bg", is_flag=True, help="Run detached in the background (implies -ni); stop with 'lynx stop'."
 )
+@click.option(
+    "--name", default=None, metavar="NAME", help="With -bg: the scheduler's name (default: the config file's name)."
+)
 @click.option("--detached", is_flag=True, hidden=True)
 def start(
     config_file: str,
@@ -77,8 +99,10 @@ def start(
     keep_running: bool,
     background: bool,
     detached: bool,
+    name: str | None,
 ) -> int:
     """Run the pipeline: once, or on the config's cron schedule with -ni or -bg."""
+    _require_working_directory()
     from lynx.commands.start import StartOptions
     from lynx.commands.start import start as run_start
 
@@ -92,23 +116,112 @@ def start(
         keep_running=keep_running,
         background=background,
         detached=detached,
+        name=name,
     )
     return run_start(options)
 
 
 @cli.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Stop every background Lynx started from this directory.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def stop(yes: bool) -> int:
-    """Stop the background Lynx started from this directory."""
+def stop(name: str | None, all_: bool, yes: bool) -> int:
+    """Stop a background Lynx started from this directory (NAME: which one, when several run)."""
+    _require_working_directory()
     from lynx.commands.stop import stop as run_stop
 
-    return run_stop(yes=yes)
+    if name is not None and all_:
+        raise click.UsageError("give a NAME or --all, not both")
+    return run_stop(name, all_=all_, yes=yes)
+
+
+@cli.command()
+@click.option(
+    "-n", "limit", type=click.IntRange(min=0), default=10, show_default=True, metavar="N", help="Runs shown (0: all)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array of history records.")
+@click.option("--name", default=None, metavar="NAME", help="Only the runs of this scheduler (or config file name).")
+def history(limit: int, as_json: bool, name: str | None) -> int:
+    """Show the recent runs started from this directory, newest first."""
+    _require_working_directory()
+    from lynx.commands.history import history as show_history
+
+    return show_history(limit=limit, as_json=as_json, name=name)
+
+
+@cli.command()
+@click.option(
+    "--config-file",
+    "-cf",
+    default="conf/config.yaml",
+    show_default=True,
+    metavar="PATH",
+    shell_complete=_complete_path,
+    help="The YAML config file.",
+)
+def validate(config_file: str) -> int:
+    """Check the config without running it: each step's command line, the next fire times."""
+    _require_working_directory()
+    from lynx.commands.validate import validate as run_validate
+
+    return run_validate(config_file)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per scheduler.")
+def status(name: str | None, as_json: bool) -> int:
+    """Show the background Lynx schedulers of this directory: state, next run, last run."""
+    from lynx.commands.status import status as run_status
+
+    return run_status(name, as_json=as_json)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=20, show_default=True, help="How many lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines, across rotations, until Ctrl+C.")
+def logs(name: str | None, lines: int, follow: bool) -> int:
+    """Print the end of a background Lynx's log file (NAME: which one, when several run)."""
+    from lynx.commands.logs import logs as run_logs
+
+    return run_logs(name, lines=lines, follow=follow)
+
+
+def _require_working_directory() -> None:
+    """Relative paths (config, scripts, log, pid file) mean nothing in a deleted directory."""
+    from lynx.errors import ConfigError
+
+    try:
+        os.getcwd()
+    except OSError as error:
+        raise ConfigError(
+            f"the current directory cannot be used ({error.strerror or error}; was it deleted?): "
+            "change to an existing directory"
+        ) from None
+
+
+def _open_closed_standard_streams() -> None:
+    """Started with a standard stream closed (``<&-``, ``>&-``, ``2>&-``): use /dev/null instead.
+
+    Input is then as good as empty and output goes nowhere, as with ``> /dev/null``. The file
+    descriptor is taken too, so that no file Lynx opens later (a log file, a pipe) becomes its
+    standard output by accident.
+    """
+    for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY)):
+        if getattr(sys, name) is not None:
+            continue
+        devnull = os.open(os.devnull, mode)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        stream = open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False)  # noqa: SIM115 - lives as long as the process
+        setattr(sys, name, stream)
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: run the command and exit with its code."""
-    if sys.stdin is None:  # started with standard input closed (<&-): as good as empty
-        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    _open_closed_standard_streams()
     try:
         code = cli.main(args=argv, prog_name="lynx", standalone_mode=False)
     except click.ClickException as error:

@@ -1,60 +1,66 @@
-"""The background scheduler: start it detached, record it in ``.lynx_pid.json``, stop it safely."""
+"""Background schedulers: start one detached and record it, tell whether a record is still alive, end one.
+
+Each scheduler has an entry in ``.lynx/schedulers/`` (see :mod:`lynx.state`); ``.lynx_pid.json``
+keeps describing the most recently started one with the original Lynx's keys, for its scripts.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
 import subprocess
 import sys
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from lynx.errors import EXIT_FAILED, EXIT_OK, LynxError
-from lynx.process import TERMINATE_GRACE
+from lynx import state
+from lynx.errors import LynxError
+from lynx.state import SchedulerEntry
 
 PID_FILE = ".lynx_pid.json"
-# The scheduler gets this long after SIGTERM to end its step (which itself gets
-# TERMINATE_GRACE before SIGKILL) and exit; then whatever is left of its tree is killed.
-STOP_GRACE = TERMINATE_GRACE + 5.0
-# psutil derives create times from the boot time, which moves a little when the clock is set;
-# together with the command line, a second's tolerance still tells a reused PID apart.
+PID_FILE_KEYS = (
+    "pid", "name", "exe", "cmdline", "status", "username", "create_time", "config_file", "log_file", "started_at"
+)  # fmt: skip
+# The scheduler gets its step's grace (process.TERMINATE_GRACE) plus this long after SIGTERM to
+# end its step and exit; then whatever is left of its tree is killed.
+STOP_EXTRA_GRACE = 5.0
+# Only for records without the kernel's start time (written by earlier versions): psutil's
+# create time moves a little when the clock is set; with the command line, a second still
+# tells a reused PID apart.
 CREATE_TIME_TOLERANCE = 1.0
+# The detached scheduler's first act: wait until the launcher has recorded it ("go" on its
+# standard input); an end of input without it means the record failed, so it ends untouched.
+_BOOT_MARK = "from lynx.cli import main"
+_BOOT = (
+    "import os, sys; go = b''.join(iter(lambda: os.read(0, 64), b'')); go == b'go' or sys.exit(1); "
+    "null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null); "
+    "sys.path.insert(0, {root!r}); " + _BOOT_MARK + "; main()"
+)
+# The original Lynx ran its scheduler as 'python schedular.py ...'.
+_ORIGINAL_SCRIPTS = ("schedular.py", "scheduler.py")
 _UNTOUCHED = "nothing was signalled. Remove the file if no Lynx runs from here."
 
 
-@dataclass(frozen=True)
-class PidRecord:
-    """What ``.lynx_pid.json`` holds about the background scheduler."""
-
-    pid: int
-    name: str
-    exe: str
-    cmdline: list[str]
-    status: str
-    username: str
-    create_time: float
-    config_file: str
-    log_file: str | None
-    started_at: str
-
-    def describe(self) -> str:
-        return (
-            f"PID {self.pid} ({self.name}, user {self.username}, started {self.started_at})\n"
-            f"  command: {' '.join(self.cmdline)}\n"
-            f"  config: {self.config_file}; log: {self.log_file or 'discarded'}"
-        )
+class Liveness(enum.Enum):
+    ALIVE = "alive"
+    GONE = "gone"
+    # The PID is alive but belongs to a process other than the recorded one.
+    REUSED = "reused"
 
 
-def read_pid_file(path: Path) -> PidRecord | None:
-    """The record, or None if there is no file.
+def read_pid_file(path: Path) -> SchedulerEntry | None:
+    """The scheduler ``.lynx_pid.json`` describes, or None if there is no file.
+
+    Files of the original Lynx (six keys) and of later versions (extra keys) are read too: what
+    identifies the process is its PID and command line, and its create time when present.
 
     Raises:
-        LynxError: the file is unreadable, not JSON, or not a pid record.
+        LynxError: the file is unreadable, not JSON, or has no usable ``pid`` or ``cmdline``.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -66,49 +72,142 @@ def read_pid_file(path: Path) -> PidRecord | None:
         data = json.loads(text)
     except ValueError as error:
         raise LynxError(f"{path} is not valid JSON ({error}); {_UNTOUCHED}") from None
-    fields = PidRecord.__dataclass_fields__
-    if not isinstance(data, dict) or set(data) != set(fields):
+    if not isinstance(data, dict) or "pid" not in data or "cmdline" not in data:
         raise LynxError(f"{path} is not a Lynx pid file; {_UNTOUCHED}")
-    checks = {"pid": int, "create_time": (int, float), "cmdline": list}
-    for key, kind in checks.items():
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise LynxError(f"{path}: '{key}' has the wrong type; {_UNTOUCHED}")
-    if data["pid"] <= 0:
-        raise LynxError(f"{path}: 'pid' must be positive; {_UNTOUCHED}")
-    return PidRecord(**data)
+    pid, cmdline, created = data["pid"], data["cmdline"], data.get("create_time")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        raise LynxError(f"{path}: 'pid' is not a positive number; {_UNTOUCHED}")
+    if not isinstance(cmdline, list) or not all(isinstance(word, str) for word in cmdline):
+        raise LynxError(f"{path}: 'cmdline' is not a list of strings; {_UNTOUCHED}")
+    if created is not None and (not isinstance(created, (int, float)) or isinstance(created, bool)):
+        raise LynxError(f"{path}: 'create_time' is not a number; {_UNTOUCHED}")
+
+    def text_of(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) else None
+
+    config_file = text_of("config_file")
+    name = Path(config_file).stem if config_file else ""
+    return SchedulerEntry(
+        name=name if state.NAME_PATTERN.fullmatch(name) else "lynx",
+        pid=pid,
+        cmdline=tuple(cmdline),
+        process_name=text_of("name") or "",
+        exe=text_of("exe") or "",
+        status=text_of("status") or "",
+        username=text_of("username") or "",
+        create_time=created,
+        config_file=config_file,
+        log_file=text_of("log_file"),
+        started_at=text_of("started_at"),
+        path=path,
+    )
 
 
-def write_pid_file(path: Path, record: PidRecord) -> None:
-    """Replace the file atomically (temp file + os.replace), readable by all, writable by the owner."""
-    fd, temp = tempfile.mkstemp(prefix=".lynx_pid.", suffix=".tmp", dir=path.parent)
+def write_pid_file(directory: Path, entry: SchedulerEntry) -> None:
+    """Describe ``entry`` in ``.lynx_pid.json`` with exactly the keys it has always had."""
+    data = {
+        "pid": entry.pid,
+        "name": entry.process_name,
+        "exe": entry.exe,
+        "cmdline": list(entry.cmdline),
+        "status": entry.status,
+        "username": entry.username,
+        "create_time": entry.create_time,
+        "config_file": entry.config_file,
+        "log_file": entry.log_file,
+        "started_at": entry.started_at,
+    }
+    state.write_json_atomically(directory / PID_FILE, data)
+
+
+def registered(directory: Path, *, on_error: Callable[[str], None] | None = None) -> list[SchedulerEntry]:
+    """Every scheduler recorded in ``directory``: the ``.lynx/`` entries, and a ``.lynx_pid.json``
+    that describes none of them (written by an earlier Lynx).
+
+    Args:
+        on_error: told about an unreadable record, which is then left out; None: it raises LynxError.
+    """
+    entries = state.read_entries(directory, on_error=on_error)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(asdict(record), handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+        legacy = read_pid_file(directory / PID_FILE)
+    except LynxError as error:
+        if on_error is None:
+            raise
+        on_error(error.message)
+        legacy = None
+    if legacy is not None and not any(_same_record(legacy, entry) for entry in entries):
+        entries.append(legacy)
+    return entries
 
 
-def live_process(record: PidRecord) -> Any:
-    """The recorded process if it still runs; None if it is gone or its PID now belongs to another process."""
+def is_legacy(entry: SchedulerEntry) -> bool:
+    return entry.path is not None and entry.path.name == PID_FILE
+
+
+def _same_record(one: SchedulerEntry, other: SchedulerEntry) -> bool:
+    return one.pid == other.pid and one.cmdline == other.cmdline
+
+
+def kernel_start(pid: int) -> tuple[int, str] | None:
+    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22) and the boot's id:
+    an identity no clock change can move. None where there is no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot_id = handle.read().strip()
+        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
+        return int(stat[stat.rindex(b")") + 2 :].split()[19]), boot_id
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
+    """Whether the recorded process still runs, with its psutil process when it does."""
     import psutil
 
     try:
-        process = psutil.Process(record.pid)
-        same = (
-            abs(process.create_time() - record.create_time) <= CREATE_TIME_TOLERANCE
-            and process.cmdline() == record.cmdline
-        )
-        if same and process.status() != psutil.STATUS_ZOMBIE:
-            return process
+        process = psutil.Process(entry.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return Liveness.GONE, None
+        if tuple(process.cmdline()) != entry.cmdline:
+            return Liveness.REUSED, None
+        if entry.start_ticks is not None and entry.boot_id is not None:
+            now = kernel_start(entry.pid)
+            if now is not None:
+                same = now == (entry.start_ticks, entry.boot_id)
+                return (Liveness.ALIVE, process) if same else (Liveness.REUSED, None)
+        if entry.create_time is not None and abs(process.create_time() - entry.create_time) > CREATE_TIME_TOLERANCE:
+            return Liveness.REUSED, None
+        return Liveness.ALIVE, process
+    except psutil.NoSuchProcess:
+        return Liveness.GONE, None
     except psutil.Error:
+        return Liveness.REUSED, None
+
+
+def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
+    """Lynx's own detached start (``python -c '…lynx.cli…' start … --detached``) or the original
+    Lynx's ``python schedular.py``."""
+    if len(cmdline) >= 3 and cmdline[1] == "-c" and _BOOT_MARK in cmdline[2] and "--detached" in cmdline[3:]:
+        return True
+    return any(os.path.basename(word) in _ORIGINAL_SCRIPTS for word in cmdline[1:3])
+
+
+def not_signallable(entry: SchedulerEntry, process: Any) -> str | None:
+    """Why a live recorded process must not be signalled (not a Lynx scheduler, not yours), or None."""
+    import psutil
+
+    if not is_lynx_scheduler(entry.cmdline):
+        return f"PID {entry.pid} ({' '.join(entry.cmdline)[:80]}) is not a Lynx scheduler"
+    try:
+        if process.uids().real != os.getuid():
+            return f"PID {entry.pid} belongs to user {process.username()}, not to you"
+    except psutil.NoSuchProcess:
         pass
+    except psutil.Error as error:
+        return f"PID {entry.pid} cannot be checked ({error})"
     return None
 
 
@@ -127,117 +226,114 @@ def start_detached(
     arguments: Sequence[str],
     *,
     directory: Path,
+    name: str,
     config_file: str,
     log_file: str | None,
-) -> PidRecord:
-    """Start ``lynx <arguments>`` as a detached process and record it.
+    schedule: str | None,
+) -> SchedulerEntry:
+    """Start ``lynx <arguments>`` as a detached process named ``name`` and record it.
 
     It runs with the interpreter running now, in its own session, with no terminal on its
-    standard streams, so closing the terminal does not end it.
+    standard streams, so closing the terminal does not end it. It waits for its record to be
+    written; if that fails it is ended before it has run anything.
 
     Raises:
-        LynxError: a scheduler recorded here is still running.
+        LynxError: a scheduler of that name still runs here, or the record cannot be written.
     """
-    import psutil
-
-    pid_path = directory / PID_FILE
     with directory_lock(directory):
-        existing = read_pid_file(pid_path)
-        if existing is not None and live_process(existing) is not None:
-            raise LynxError(
-                f"a background Lynx is already running here (PID {existing.pid}); stop it first with 'lynx stop'"
-            )
+        state.check_writable(directory)
+        for entry in registered(directory):
+            if liveness(entry)[0] is not Liveness.ALIVE:
+                continue
+            if is_legacy(entry):
+                raise LynxError(
+                    f"a background Lynx started by an earlier Lynx is running here (PID {entry.pid}); "
+                    "stop it first with 'lynx stop'"
+                )
+            if entry.name == name:
+                raise LynxError(
+                    f"a background Lynx named '{name}' is already running here (PID {entry.pid}); "
+                    f"stop it with 'lynx stop {name}', or start this one with another --name"
+                )
         root = str(Path(__file__).resolve().parent.parent)
-        boot = f"import sys; sys.path.insert(0, {root!r}); from lynx.cli import main; main()"
         popen = subprocess.Popen(
-            [sys.executable, "-c", boot, *arguments],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", _BOOT.format(root=root), *arguments],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=directory,
             start_new_session=True,
         )
-        process = psutil.Process(popen.pid)
+        assert popen.stdin is not None
+        written: Path | None = None
+        try:
+            entry = _describe(popen.pid, name, config_file=config_file, log_file=log_file, schedule=schedule)
+            written = state.write_entry(entry, directory)
+            write_pid_file(directory, entry)
+            popen.stdin.write(b"go")
+            popen.stdin.close()
+        except BaseException as error:
+            popen.kill()
+            popen.wait()
+            if written is not None:
+                with contextlib.suppress(OSError):
+                    written.unlink()
+            if isinstance(error, OSError):
+                raise LynxError(
+                    f"cannot record the background Lynx in {directory}: {error.strerror or error}; "
+                    "it was ended before it ran anything"
+                ) from None
+            raise
+    return replace(entry, path=written)
+
+
+def _describe(pid: int, name: str, **fields: Any) -> SchedulerEntry:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
         with process.oneshot():
-            record = PidRecord(
-                pid=process.pid,
-                name=process.name(),
+            ticks, boot_id = kernel_start(pid) or (None, None)
+            return SchedulerEntry(
+                name=name,
+                pid=pid,
+                cmdline=tuple(process.cmdline()),
+                process_name=process.name(),
                 exe=process.exe(),
-                cmdline=process.cmdline(),
                 status=process.status(),
                 username=process.username(),
                 create_time=process.create_time(),
-                config_file=config_file,
-                log_file=log_file,
-                started_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+                start_ticks=ticks,
+                boot_id=boot_id,
+                started_at=state.iso(datetime.now()),
+                **fields,
             )
-        write_pid_file(pid_path, record)
-    return record
+    except psutil.Error as error:
+        raise OSError(f"the new process cannot be described: {error}") from None
 
 
-def stop_background(
-    directory: Path,
-    *,
-    confirm: Callable[[str], bool | None],
-    say: Callable[[str], None],
-) -> int:
-    """Stop the scheduler recorded in ``directory``; returns the exit code.
-
-    Args:
-        directory: where ``.lynx_pid.json`` is.
-        confirm: asked before anything is signalled; False or None (end of input) means no.
-        say: prints a line for the user.
-    """
-    import psutil
-
-    pid_path = directory / PID_FILE
-    with directory_lock(directory):
-        record = read_pid_file(pid_path)
-        if record is None:
-            raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} in {directory}")
-        process = live_process(record)
-        if process is None:
-            return _remove_stale(pid_path, record, say)
-    me = psutil.Process().username()
+def forget(directory: Path, entry: SchedulerEntry) -> None:
+    """Remove ``entry``'s record; ``.lynx_pid.json`` then describes the newest scheduler left, if any."""
+    if is_legacy(entry):
+        with contextlib.suppress(FileNotFoundError):
+            (directory / PID_FILE).unlink()
+        return
+    state.remove_entry(entry)
     try:
-        owner = process.username()
-    except psutil.NoSuchProcess:
-        owner = me
-    if owner != me:
-        raise LynxError(f"PID {record.pid} belongs to user {owner}, not {me}; it was not signalled.")
-    say(f"Background Lynx: {record.describe()}")
-    # Asked without holding the lock: a slow answer must not block starts and stops here.
-    if not confirm(f"Are you sure you want to terminate the process (PID {record.pid})? (y/n)"):
-        say("Not stopped.")
-        return EXIT_FAILED
-    with directory_lock(directory):
-        if read_pid_file(pid_path) != record:
-            raise LynxError(f"{PID_FILE} changed while you were asked; nothing was signalled. Run 'lynx stop' again.")
-        if live_process(record) is None:
-            return _remove_stale(pid_path, record, say)
-        say("Terminating process ...")
-        killed = _end_tree(process)
-        pid_path.unlink()
-    if killed:
-        say(f"Had to kill (SIGKILL) {killed} process(es) that did not exit within {STOP_GRACE:g} s of SIGTERM.")
-    say(f"Stopped the background Lynx (PID {record.pid}).")
-    return EXIT_OK
+        mirrored = read_pid_file(directory / PID_FILE)
+    except LynxError:
+        return
+    if mirrored is None or not _same_record(mirrored, entry):
+        return
+    left = [each for each in state.read_entries(directory) if liveness(each)[0] is Liveness.ALIVE]
+    if left:
+        write_pid_file(directory, max(left, key=lambda each: each.started_at or ""))
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / PID_FILE).unlink()
 
 
-def _remove_stale(pid_path: Path, record: PidRecord, say: Callable[[str], None]) -> int:
-    """The recorded scheduler has ended: remove its record, and never signal whoever has its PID now."""
-    stale = _pid_now_taken(record.pid)
-    pid_path.unlink()
-    if stale:
-        raise LynxError(
-            f"PID {record.pid} now belongs to another process ({stale}); it was not signalled. "
-            f"The recorded Lynx has ended; removed the stale {PID_FILE}."
-        )
-    say(f"The Lynx process (PID {record.pid}) has already ended; removed the stale {PID_FILE}.")
-    return EXIT_OK
-
-
-def _pid_now_taken(pid: int) -> str | None:
+def pid_now_taken(pid: int) -> str | None:
     """A short description of whoever holds ``pid`` now, if anyone."""
     import psutil
 
@@ -248,17 +344,30 @@ def _pid_now_taken(pid: int) -> str | None:
         return None
 
 
-def _end_tree(process: Any) -> int:
-    """SIGTERM the scheduler, which ends its own step; then SIGKILL whatever of its tree outlives the grace."""
+def stop_grace() -> float:
+    """Seconds a scheduler gets after SIGTERM before its tree is killed (imported late: status need not load it)."""
+    from lynx.process import TERMINATE_GRACE
+
+    return TERMINATE_GRACE + STOP_EXTRA_GRACE
+
+
+def end_trees(processes: Sequence[Any]) -> int:
+    """SIGTERM each scheduler, which ends its own step; then SIGKILL whatever of their trees outlives the grace.
+
+    Returns:
+        How many processes had to be killed.
+    """
     import psutil
 
-    try:
-        tree = [process, *process.children(recursive=True)]
-    except psutil.Error:
-        tree = [process]
-    with contextlib.suppress(psutil.Error):
-        process.terminate()
-    psutil.wait_procs([process], timeout=STOP_GRACE)
+    tree = []
+    for process in processes:
+        try:
+            tree += [process, *process.children(recursive=True)]
+        except psutil.Error:
+            tree.append(process)
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    psutil.wait_procs(list(processes), timeout=stop_grace())
     leftovers = [each for each in tree if each.is_running()]
     for each in leftovers:
         with contextlib.suppress(psutil.Error):

@@ -184,27 +184,60 @@ def test_background_start_detaches_and_records_itself(workdir: Path) -> None:
     assert len(ran(workdir)) >= 2
 
 
+def spawn_lynx(directory: Path, *args: str) -> pexpect.spawn:
+    """``lynx args`` on a real terminal."""
+    return pexpect.spawn(
+        lynx_command()[0],
+        [*lynx_command()[1:], *args],
+        cwd=str(directory),
+        env=clean_env(),
+        encoding="utf-8",
+        timeout=30,
+    )
+
+
 @pytest.mark.parametrize(
     ("answer", "log_name"),
-    [("x.log\n", "x.log"), ("", None)],
-    ids=["log-file-named", "end-of-input-discards"],
+    [("x.log", "x.log"), ("", None)],
+    ids=["log-file-named", "enter-discards"],
 )
-def test_background_without_log_file_asks_for_one(workdir: Path, answer: str, log_name: str | None) -> None:
+def test_background_without_log_file_asks_for_one_on_a_terminal(
+    workdir: Path, answer: str, log_name: str | None
+) -> None:
     marker_step(workdir, "step.py")
     config = schedule_config(workdir, "step.py")
-    result = start_background(workdir, config, input=answer)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Please enter the name for the log file, else the log information will be discarded" in result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
+    terminal = spawn_lynx(workdir, "start", "-bg", "-cf", str(config))
+    terminal.expect_exact("Please enter the name for the log file, else the log information will be discarded")
+    terminal.sendline(answer)
+    terminal.expect(pexpect.EOF)
+    terminal.close()
+    assert terminal.exitstatus == 0, terminal.before
+    assert "Traceback" not in terminal.before
     record = read_record(workdir)
     wait_for(lambda: len(ran(workdir)) >= 1, timeout=20)
     if log_name is None:
         assert record["log_file"] is None
-        assert "discarded" in result.stdout
+        assert "discarded" in terminal.before
         assert not [name for name in os.listdir(workdir) if "log" in name and name != PID_FILE]
     else:
         assert record["log_file"] == str(workdir / log_name)
         wait_for(lambda: completed_runs(workdir) >= 1, timeout=20)
+
+
+@pytest.mark.parametrize("given", [None, "x.log\n"], ids=["dev-null", "piped-text"])
+def test_background_without_a_terminal_discards_the_output_without_asking(workdir: Path, given: str | None) -> None:
+    """Issue 7 #11: cron, CI and '< /dev/null' get Enter's answer, and are told so; stdin is not read."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    result = start_background(workdir, config, input=given)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Please enter the name" not in output
+    assert "no terminal to ask for one: the output will be discarded" in result.stdout
+    assert read_record(workdir)["log_file"] is None
+    wait_for(lambda: len(ran(workdir)) >= 1, timeout=20)
+    assert not (workdir / "x.log").exists()
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
 
 
 def test_stop_asks_then_ends_the_scheduler(workdir: Path) -> None:
@@ -467,7 +500,8 @@ def test_only_one_background_lynx_per_directory(workdir: Path) -> None:
     codes = sorted(code for _, _, code in outcomes)
     assert codes == [0, 1], outcomes
     loser_out, loser_err, _ = next(outcome for outcome in outcomes if outcome[2] == 1)
-    assert "Error: a background Lynx is already running here" in loser_err
+    assert "Error: a background Lynx named 'config' is already running here" in loser_err
+    assert "lynx stop config" in loser_err
     assert "Traceback" not in loser_out + loser_err
     record = read_record(workdir)
     assert [process.pid for process in schedulers_in(workdir)] == [record["pid"]]
@@ -476,7 +510,7 @@ def test_only_one_background_lynx_per_directory(workdir: Path) -> None:
     result = start_background(workdir, config, "-lf", "x.log")
     assert result.returncode == 1
     assert_one_error_line(result)
-    assert "Error: a background Lynx is already running here" in result.stderr
+    assert "Error: a background Lynx named 'config' is already running here" in result.stderr
     assert read_record(workdir) == record
     assert [process.pid for process in schedulers_in(workdir)] == [record["pid"]]
 
@@ -523,3 +557,261 @@ def test_a_stop_waiting_for_its_answer_does_not_block_another_stop(workdir: Path
         if asking.poll() is None:
             asking.kill()
             asking.wait(timeout=10)
+
+
+# --- issue 7: the background scheduler and its pid file -----------------------------------------
+
+
+def entry_file(directory: Path, name: str = "config") -> Path:
+    return directory / ".lynx" / "schedulers" / f"{name}.json"
+
+
+def detached_schedulers_of(config: Path) -> list[psutil.Process]:
+    """Live detached schedulers running ``config``, wherever their working directory is."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = process.info.get("cmdline") or []
+        if process.info.get("status") != psutil.STATUS_ZOMBIE and "--detached" in cmdline and str(config) in cmdline:
+            found.append(process)
+    return found
+
+
+def test_background_start_where_no_record_can_be_written_starts_nothing(workdir: Path) -> None:
+    """Issue 7 #8: from /proc the record cannot be written: one Error line, and no scheduler left running."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    try:
+        result = run_lynx("start", "-bg", "-cf", str(config), "-lf", str(workdir / "x.log"), cwd=Path("/proc"))
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert_one_error_line(result)
+        assert "cannot record a background Lynx in /proc" in result.stderr
+        assert detached_schedulers_of(config) == []
+        assert ran(workdir) == []
+    finally:
+        for process in detached_schedulers_of(config):
+            process.kill()
+
+
+@pytest.mark.parametrize("record_in", ["pid-file", "entry"])
+def test_stop_never_signals_a_process_that_is_not_a_lynx_scheduler(
+    workdir: Path, bystander: subprocess.Popen[bytes], record_in: str
+) -> None:
+    """Issue 7 #9: a record describing one of your own processes exactly (command line, create time)."""
+    process = psutil.Process(bystander.pid)
+    record = fake_record(bystander.pid, process.create_time(), cmdline=process.cmdline())
+    if record_in == "pid-file":
+        path = workdir / PID_FILE
+    else:
+        path = entry_file(workdir, "sleeper")
+        path.parent.mkdir(parents=True)
+        record["name"] = "sleeper"
+    path.write_text(json.dumps(record))
+    result = run_lynx("stop", "-y", cwd=workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert "is not a Lynx scheduler" in result.stderr
+    assert bystander.poll() is None
+    assert path.exists()
+
+
+def test_stop_refuses_a_reused_pid_in_an_entry(workdir: Path, bystander: subprocess.Popen[bytes]) -> None:
+    """The kernel's start time decides: same PID and command line, another start: another process."""
+    process = psutil.Process(bystander.pid)
+    ticks = int(Path(f"/proc/{bystander.pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    record = fake_record(bystander.pid, process.create_time(), cmdline=process.cmdline())
+    record.update(name="old", start_ticks=ticks - 100, boot_id=boot_id)
+    path = entry_file(workdir, "old")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    result = run_lynx("stop", "-y", cwd=workdir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert f"PID {bystander.pid} now belongs to another process" in result.stderr
+    assert bystander.poll() is None
+    assert not path.exists()
+
+
+def test_a_stepped_clock_does_not_hide_a_live_scheduler(workdir: Path) -> None:
+    """Issue 7 #10: with create_time off by 1.5 s, the scheduler is still recognised, refused a twin, and stopped."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    pid = read_record(workdir)["pid"]
+    process = psutil.Process(pid)
+    for path in (workdir / PID_FILE, entry_file(workdir)):
+        record = json.loads(path.read_text())
+        record["create_time"] += 1.5
+        path.write_text(json.dumps(record))
+    wait_for(lambda: completed_runs(workdir) >= 1, timeout=20)
+
+    twin = start_background(workdir, config, "-lf", "x.log")
+    assert twin.returncode == 1, twin.stdout + twin.stderr
+    assert "already running" in twin.stderr
+    assert [each.pid for each in schedulers_in(workdir)] == [pid]
+
+    result = run_lynx("stop", "-y", cwd=workdir, timeout=40)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "has already ended" not in result.stdout
+    assert f"Stopped the background Lynx 'config' (PID {pid})" in result.stdout
+    assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    assert not (workdir / PID_FILE).exists()
+    assert not entry_file(workdir).exists()
+
+
+# --- issue 8: named background schedulers ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-bg", "--name", "two words"], "scheduler name 'two words' is not valid"),
+        (["-bg", "--name", "../up"], "scheduler name '../up' is not valid"),
+        (["-bg", "--name", ".hidden"], "scheduler name '.hidden' is not valid"),
+        (["-bg", "--name", ""], "scheduler name '' is not valid"),
+        (["-ni", "--name", "fine"], "--name names a background scheduler"),
+    ],
+    ids=["space", "path", "dot", "empty", "foreground"],
+)
+def test_bad_scheduler_names_are_usage_errors(workdir: Path, args: list[str], message: str) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    result = run_lynx("start", "-cf", str(config), "-lf", "x.log", *args, cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert message in result.stderr
+    assert schedulers_in(workdir) == []
+    assert not (workdir / PID_FILE).exists()
+
+
+def test_a_config_file_name_that_is_no_valid_name_needs_name(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = write_config(workdir, "steps:\n  - script: step.py\n", name="my config.yaml")
+    result = run_lynx("start", "-bg", "-cf", str(config), "-lf", "x.log", cwd=workdir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the config file's name 'my config' is not valid" in result.stderr
+    assert schedulers_in(workdir) == []
+
+
+def test_two_named_schedulers_stopped_by_name_and_with_all(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    first = start_background(workdir, config, "-lf", "a.log", "--name", "alpha")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "as 'alpha'" in first.stdout and "lynx stop alpha" in first.stdout
+    assert start_background(workdir, config, "-lf", "b.log", "--name", "beta").returncode == 0
+    alpha = json.loads(entry_file(workdir, "alpha").read_text())
+    beta = json.loads(entry_file(workdir, "beta").read_text())
+    assert sorted(each.pid for each in schedulers_in(workdir)) == sorted([alpha["pid"], beta["pid"]])
+    # .lynx_pid.json describes the newest, with exactly the keys it always had.
+    assert set(read_record(workdir)) == RECORD_FIELDS
+    assert read_record(workdir)["pid"] == beta["pid"]
+
+    again = start_background(workdir, config, "-lf", "a.log", "--name", "alpha")
+    assert again.returncode == 1
+    assert_one_error_line(again)
+    assert "named 'alpha' is already running here" in again.stderr and "lynx stop alpha" in again.stderr
+
+    # Several and none named, no terminal: the choices are named, nothing is signalled.
+    bare = run_lynx("stop", "-y", cwd=workdir)
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    assert_one_error_line(bare)
+    assert "alpha, beta" in bare.stderr and "lynx stop --all" in bare.stderr
+    assert len(schedulers_in(workdir)) == 2
+
+    unknown = run_lynx("stop", "gamma", "-y", cwd=workdir)
+    assert unknown.returncode == 1
+    assert "no background Lynx named 'gamma' here; recorded here: alpha, beta" in unknown.stderr
+
+    by_name = run_lynx("stop", "beta", "-y", cwd=workdir, timeout=40)
+    assert by_name.returncode == 0, by_name.stdout + by_name.stderr
+    assert is_gone(beta["pid"], beta["create_time"])
+    assert [each.pid for each in schedulers_in(workdir)] == [alpha["pid"]]
+    assert not entry_file(workdir, "beta").exists()
+    assert read_record(workdir)["pid"] == alpha["pid"]  # the newest one left
+
+    assert start_background(workdir, config, "-lf", "c.log", "--name", "gamma").returncode == 0
+    gamma = json.loads(entry_file(workdir, "gamma").read_text())
+    every = run_lynx("stop", "--all", "-y", cwd=workdir, timeout=60)
+    assert every.returncode == 0, every.stdout + every.stderr
+    assert "Traceback" not in every.stdout + every.stderr
+    assert is_gone(alpha["pid"], alpha["create_time"]) and is_gone(gamma["pid"], gamma["create_time"])
+    assert schedulers_in(workdir) == []
+    assert not (workdir / PID_FILE).exists()
+    assert list((workdir / ".lynx" / "schedulers").iterdir()) == []
+
+
+def test_bare_stop_with_several_asks_which_on_a_terminal(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    for name in ("alpha", "beta"):
+        assert start_background(workdir, config, "-lf", f"{name}.log", "--name", name).returncode == 0
+    beta = json.loads(entry_file(workdir, "beta").read_text())
+    terminal = spawn_lynx(workdir, "stop")
+    terminal.expect_exact("Which one do you want to stop?")
+    terminal.sendline("2")
+    terminal.expect_exact(f"Are you sure you want to terminate the process (PID {beta['pid']})? (y/n)")
+    terminal.sendline("y")
+    terminal.expect(pexpect.EOF, timeout=40)
+    terminal.close()
+    assert terminal.exitstatus == 0, terminal.before
+    assert is_gone(beta["pid"], beta["create_time"])
+    assert [json.loads(entry_file(workdir, "alpha").read_text())["pid"]] == [p.pid for p in schedulers_in(workdir)]
+
+
+def test_racing_starts_of_one_name_have_one_winner(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    command = [*lynx_command(), "start", "-bg", "-lf", "x.log", "-cf", str(config), "--name", "same"]
+    racers = [
+        subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=clean_env(),
+        )
+        for _ in range(3)
+    ]
+    codes = sorted(racer.wait(timeout=30) for racer in racers)
+    assert codes == [0, 1, 1]
+    assert [each.pid for each in schedulers_in(workdir)] == [json.loads(entry_file(workdir, "same").read_text())["pid"]]
+
+
+@pytest.mark.parametrize("script", ["schedular.py", "scheduler.py"])
+def test_the_original_lynx_six_key_pid_file(workdir: Path, script: str) -> None:
+    """The original Lynx recorded only pid, name, exe, cmdline, status, username of 'python schedular.py'."""
+    write_script(workdir, script, "import time\ntime.sleep(120)\n")
+    original = subprocess.Popen([sys.executable, script, "--config-file", "conf/config.yaml"], cwd=workdir)
+    try:
+        process = psutil.Process(original.pid)
+        wait_for(lambda: script in " ".join(process.cmdline()), timeout=10)
+        keys = ("pid", "name", "exe", "cmdline", "status", "username")
+        record = {key: getattr(process, key)() if key != "pid" else process.pid for key in keys}
+        (workdir / PID_FILE).write_text(json.dumps(record))
+        result = run_lynx("stop", "-y", cwd=workdir, timeout=40)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        assert original.wait(timeout=20) is not None
+        assert not (workdir / PID_FILE).exists()
+    finally:
+        if original.poll() is None:
+            original.kill()
+            original.wait()
+
+
+@pytest.mark.parametrize("extra", [False, True], ids=["six-keys", "extra-keys"])
+def test_a_pid_file_of_an_ended_process_with_other_keys_is_read(workdir: Path, extra: bool) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(ended.pid).create_time()
+    ended.wait()
+    record = {key: value for key, value in fake_record(ended.pid, created).items() if key in RECORD_FIELDS}
+    record = {key: record[key] for key in ("pid", "name", "exe", "cmdline", "status", "username")}
+    if extra:
+        record.update(create_time=created, config_file="/x/c.yaml", future_key={"a": 1}, version="9.9")
+    (workdir / PID_FILE).write_text(json.dumps(record))
+    result = run_lynx("stop", cwd=workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"The Lynx process (PID {ended.pid}) has already ended" in result.stdout
+    assert not (workdir / PID_FILE).exists()

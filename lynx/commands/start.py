@@ -7,14 +7,16 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Mapping, TextIO
+from typing import Any, Mapping, TextIO
 
-from lynx import dialog
+from lynx import __version__, dialog
 from lynx.config import Pipeline, load_pipeline
 from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Terminated
-from lynx.logs import OutputRelay, color_wanted, get_logger, setup_logging
-from lynx.process import StepGuard
-from lynx.runner import RunResult, run_pipeline, stop_on_failure
+from lynx.history import recorder_for
+from lynx.launch import check_launchers
+from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
+from lynx.process import StepGuard, supervise_steps
+from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class StartOptions:
     keep_running: bool
     background: bool
     detached: bool = False
+    # The background scheduler's name (default: the config file's name without extension).
+    name: str | None = None
 
 
 def start(
@@ -38,8 +42,13 @@ def start(
     environ: Mapping[str, str] = os.environ,
 ) -> int:
     """Run ``lynx start`` and return its exit code."""
+    if options.name is not None and not (options.background or options.detached):
+        raise ConfigError("--name names a background scheduler: use it with --background")
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
     pipeline = load_pipeline(config_file)
+    if options.log_file:
+        _check_log_file(options.log_file, pipeline)
+    check_launchers(pipeline, environ=environ)
     if options.background:
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
 
@@ -53,15 +62,24 @@ def start(
         log_size=options.log_size,
         backup_count=options.log_backup_count,
     )
-    relay = OutputRelay(
-        None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen),
-        log_file=log_file,
-    )
+    output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
+    relay = OutputRelay(output_screen, log_file=log_file)
     _raise_on_termination_signals()
     log = get_logger()
-    guard = StepGuard()
+    # What a finished step left running has a relay of its own: its lines never split the next step's.
+    guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write)
+    supervise_steps(guard)
+    name = (options.name or pipeline.name) if options.detached else None
+    history = recorder_for(os.getcwd(), pipeline.source, name, environ)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive
+    mode = "background" if options.detached else "schedule" if scheduled else "once"
+    log.info(
+        f"Lynx {__version__} started: PID {os.getpid()}, config {os.path.abspath(pipeline.source)}, mode {mode}.",
+        extra={"file_only": True},
+    )
+    # Only a detached scheduler keeps an entry for 'lynx status'; a foreground run does not pay for it.
+    entry = _entry_reporter(options.name, pipeline) if options.detached and options.name else None
     if pipeline.schedule is not None and interactive:
         log.info("The config has a cron section; interactive mode runs the pipeline once (use -ni to schedule it).")
 
@@ -74,6 +92,7 @@ def start(
             guard=guard,
             environ=environ,
             inherit_stdin=interactive,
+            reporter=combine_reporters(history, entry),
         )
 
     try:
@@ -83,7 +102,13 @@ def start(
             assert pipeline.schedule is not None
             watch = stdin.fileno() if not options.detached and stdin.isatty() else None
             result = run_on_schedule(
-                pipeline.schedule, run_once, keep_running=options.keep_running, guard=guard, stdin_fd=watch
+                pipeline.schedule,
+                run_once,
+                keep_running=options.keep_running,
+                guard=guard,
+                stdin_fd=watch,
+                stop_hint=f"Stop it with 'lynx stop {name}'." if options.detached else "Press Ctrl+C to stop.",
+                on_next_run=entry.next_run if entry is not None else None,
             )
         else:
             result = run_once()
@@ -96,6 +121,31 @@ def start(
     if scheduled:
         log.info("The schedule has ended.")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _entry_reporter(name: str, pipeline: Pipeline) -> Any:
+    """The reporter that keeps this detached scheduler's ``.lynx/`` entry current, if it has one."""
+    from pathlib import Path
+
+    from lynx.errors import LynxError
+    from lynx.state import EntryReporter, entry_path, read_entry
+
+    directory = Path.cwd()
+    try:
+        entry = read_entry(entry_path(directory, name))
+    except (OSError, LynxError):
+        return None
+    if entry.pid != os.getpid():
+        return None
+    next_fire = None
+    if pipeline.schedule is not None:
+        try:
+            trigger = pipeline.schedule.trigger()
+        except Exception:  # the schedule itself reports what is wrong with it
+            trigger = None
+        if trigger is not None:
+            next_fire = lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))  # noqa: E731
+    return EntryReporter(entry, directory, warn=get_logger().warning, next_fire=next_fire)
 
 
 def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
@@ -111,15 +161,32 @@ def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
     return path
 
 
+def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
+    """A log file that is the config or a step's script (a slip of -lf for -cf) is refused."""
+    protected = {step.path: f"the script of {step.label}" for step in reversed(pipeline.steps)}
+    protected[pipeline.source] = "the config file (did you mean -cf?)"
+    check_log_file(os.path.expanduser(log_file), protected)
+
+
 def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
     from pathlib import Path
 
     from lynx.daemon import start_detached
+    from lynx.state import check_name
 
+    if options.name is not None:
+        name = check_name(options.name)
+    else:
+        name = check_name(pipeline.name, what="the config file's name")
     log_file = options.log_file
     if log_file is None:
-        log_file = dialog.ask(dialog.LOG_FILE, stdin=stdin, stdout=stdout) or None
+        # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.
+        if stdin.isatty():
+            log_file = dialog.ask(dialog.LOG_FILE, stdin=stdin, stdout=stdout) or None
+        else:
+            stdout.write("No --log-file and no terminal to ask for one: the output will be discarded.\n")
     if log_file is not None:
+        _check_log_file(log_file, pipeline)
         log_file = os.path.abspath(os.path.expanduser(log_file))
         # Find out now, while the user is looking, that the log cannot be written.
         try:
@@ -135,17 +202,33 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
         "--log-level", options.log_level,
         "--log-size", str(options.log_size),
         "--log-backup-count", str(options.log_backup_count),
+        "--name", name,
         "--detached",
     ]  # fmt: skip
     if options.keep_running:
         arguments.append("--keep-running")
     if log_file is not None:
         arguments += ["--log-file", log_file]
-    record = start_detached(arguments, directory=Path.cwd(), config_file=config_file, log_file=log_file)
+    schedule = pipeline.schedule
+    entry = start_detached(
+        arguments,
+        directory=Path.cwd(),
+        name=name,
+        config_file=config_file,
+        log_file=log_file,
+        schedule=_describe_schedule(schedule) if schedule else None,
+    )
     where = f"logging to {log_file}" if log_file else "its output is discarded"
-    stdout.write(f"Lynx is running in the background (PID {record.pid}); {where}. Stop it with 'lynx stop'.\n")
+    stdout.write(
+        f"Lynx is running in the background as '{name}' (PID {entry.pid}); {where}. Stop it with 'lynx stop {name}'.\n"
+    )
     stdout.flush()
     return EXIT_OK
+
+
+def _describe_schedule(schedule: Any) -> str:
+    """The schedule as the config wrote it: the crontab line, or the cron fields."""
+    return schedule.crontab or " ".join(f"{key}={value}" for key, value in schedule.fields)
 
 
 def _raise_on_termination_signals() -> None:

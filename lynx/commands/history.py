@@ -1,0 +1,75 @@
+"""``lynx history``: the recent runs in this directory, newest first, with their steps."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, TextIO
+
+from lynx.errors import EXIT_OK, LynxError
+from lynx.history import history_path, read_runs, run_name
+from lynx.summary import format_duration, label_width, step_lines
+
+
+def history(
+    *,
+    limit: int,
+    as_json: bool,
+    name: str | None,
+    directory: str | None = None,
+    stdout: TextIO = sys.stdout,
+) -> int:
+    """Print the last ``limit`` runs (0: all), as text or as a JSON array; return the exit code."""
+    directory = directory or os.getcwd()
+    try:
+        runs = read_runs(directory, limit=limit or None, name=name)
+    except OSError as error:
+        where = os.path.relpath(history_path(directory))
+        raise LynxError(f"cannot read the run history {where}: {error.strerror or error}") from None
+    if as_json:
+        import json
+
+        stdout.write(json.dumps(runs, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    if not runs:
+        which = f"of '{name}' " if name is not None else ""
+        where = os.path.relpath(history_path(directory))
+        stdout.write(f"No runs {which}recorded in {where} yet; 'lynx start' records each run there.\n")
+        return EXIT_OK
+    stdout.write("\n".join(_describe(run) for run in runs) + "\n")
+    return EXIT_OK
+
+
+def _describe(run: dict[str, Any]) -> str:
+    """A run's heading line, then one line per step."""
+    who = run_name(run) if run.get("name") else f"{run_name(run)} (foreground)"
+    result = str(run.get("result"))
+    if result == "failed" and run.get("failed_step") is not None:
+        result = f"failed at step {run['failed_step']}"
+    lines = [f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"]
+    steps = run.get("steps")
+    rows = [_row(step) for step in steps if isinstance(step, dict)] if isinstance(steps, list) else []
+    lines += [text for text, _ in step_lines(rows, label_width(rows))]
+    return "\n".join(lines)
+
+
+def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool]:
+    title = step.get("name") or step.get("script")
+    attempts = step.get("attempts")
+    return (
+        f"Step {step.get('number')} ({title})",
+        str(step.get("result")),
+        _number(step.get("duration_s")),
+        step.get("returncode"),
+        attempts if isinstance(attempts, int) else 1,
+        step.get("timed_out") is True,
+    )
+
+
+def _when(stamp: object) -> str:
+    """``2026-11-22T23:48:26.829+01:00`` as ``2026-11-22 23:48:26`` (the time where it ran)."""
+    return f"{stamp[:10]} {stamp[11:19]}" if isinstance(stamp, str) and len(stamp) >= 19 else "????-??-?? ??:??:??"
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0

@@ -1,0 +1,141 @@
+"""``lynx status [NAME] [--json]``: the background schedulers of this directory, read without locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from lynx import daemon
+from lynx.daemon import Liveness
+from lynx.errors import EXIT_FAILED, EXIT_OK, LynxError
+from lynx.state import SchedulerEntry
+
+HINT = "No background Lynx is recorded here; start one with 'lynx start --background'."
+COLUMNS = ("NAME", "PID", "STATE", "UPTIME", "SCHEDULE", "NEXT RUN", "LAST RUN", "CONFIG", "LOG")
+
+
+def status(
+    name: str | None = None,
+    *,
+    as_json: bool = False,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    directory: Path | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Run ``lynx status`` and return its exit code: 0 when at least one scheduler is alive."""
+    directory = directory or Path.cwd()
+    now = now or datetime.now().astimezone()
+    # A broken record must not hide the others: it is named on stderr and left out.
+    entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
+    if name is not None:
+        entries = [entry for entry in entries if entry.name == name]
+        if not entries:
+            raise LynxError(f"no background Lynx named '{name}' is recorded here")
+    rows = [describe(entry, now) for entry in entries]
+    if as_json:
+        stdout.write(json.dumps(rows, indent=2) + "\n")
+        if not rows:
+            stderr.write(HINT + "\n")
+    elif rows:
+        _print_table([_cells(row, directory) for row in rows], stdout)
+    else:
+        stdout.write(HINT + "\n")
+    return EXIT_OK if any(row["state"] != "dead" for row in rows) else EXIT_FAILED
+
+
+def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
+    """One scheduler as ``status --json`` shows it."""
+    alive = daemon.liveness(entry)[0] is Liveness.ALIVE
+    if not alive:
+        state = "dead"
+    elif entry.run_started_at is not None:
+        state = "running"
+    else:
+        state = "waiting"
+    uptime = None
+    if alive and entry.started_at:
+        try:
+            uptime = max(0, round((now - datetime.fromisoformat(entry.started_at)).total_seconds()))
+        except (ValueError, TypeError):
+            uptime = None
+    return {
+        "name": entry.name,
+        "pid": entry.pid,
+        "state": state,
+        "uptime_s": uptime,
+        "config_file": entry.config_file,
+        "log_file": entry.log_file,
+        "started_at": entry.started_at,
+        "schedule": entry.schedule,
+        "next_run": entry.next_run if alive else None,
+        "current_step": entry.current_step if state == "running" else None,
+        "last_run": entry.last_run,
+    }
+
+
+def _cells(row: dict[str, Any], directory: Path) -> tuple[str, ...]:
+    state = row["state"]
+    if row["current_step"] is not None:
+        state += f" (step {row['current_step']})"
+    return (
+        row["name"],
+        str(row["pid"]),
+        state,
+        _duration(row["uptime_s"]) if row["uptime_s"] is not None else "-",
+        row["schedule"] or "once",
+        _when(row["next_run"]),
+        _last_run(row["last_run"]),
+        _short(row["config_file"], directory),
+        _short(row["log_file"], directory) if row["log_file"] else "discarded",
+    )
+
+
+def _print_table(rows: list[tuple[str, ...]], stdout: TextIO) -> None:
+    widths = [max(len(cells[index]) for cells in [COLUMNS, *rows]) for index in range(len(COLUMNS))]
+    for cells in [COLUMNS, *rows]:
+        stdout.write("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip() + "\n")
+
+
+def _last_run(last: dict[str, Any] | None) -> str:
+    if not last:
+        return "-"
+    outcome = str(last.get("result"))
+    if last.get("failed_step") is not None:
+        outcome += f" at step {last['failed_step']}"
+    duration = last.get("duration_s")
+    took = f" in {_duration(duration)}" if isinstance(duration, (int, float)) else ""
+    return f"{_when(last.get('started_at'))} {outcome}{took}"
+
+
+def _when(stamp: str | None) -> str:
+    """An ISO time as local 'YYYY-MM-DD HH:MM:SS'."""
+    if not stamp:
+        return "-"
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 and seconds != int(seconds) else f"{int(seconds)}s"
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return f"{days}d {hour}h"
+    return f"{hours}h {minute:02d}m" if hours else f"{minute}m {second:02d}s"
+
+
+def _short(path: str | None, directory: Path) -> str:
+    """A path relative to this directory when it is inside it."""
+    if not path:
+        return "-"
+    relative = os.path.relpath(path, directory)
+    return path if relative.startswith("..") else relative

@@ -1,0 +1,139 @@
+"""``lynx validate``: check the config as ``start`` does, then show what would run and when."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+from lynx.config import Pipeline, Schedule, Step, load_pipeline
+from lynx.errors import EXIT_OK, ConfigError
+
+FIRE_TIMES = 5
+# Shown by the step's heading and command line instead.
+_SHOWN_ELSEWHERE = ("number", "script", "path", "arguments")
+_SECONDS = ("timeout", "retry_delay", "misfire_grace_time")
+# Shown on the schedule's line (either_day is crontab's own rule, implied by the line).
+_SCHEDULE_SHOWN = ("fields", "crontab", "either_day")
+
+
+def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO = sys.stdout) -> int:
+    """Load and check ``config_file``; print each step's command line and the next fire times.
+
+    Raises:
+        ConfigError: the same errors as ``lynx start`` (exit 2); nothing runs.
+    """
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"the configuration file {config_file} does not exist")
+    pipeline = load_pipeline(config_file)
+    stdout.write("\n".join(describe(pipeline, python=python)) + "\n")
+    return EXIT_OK
+
+
+def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) -> list[str]:
+    """The lines ``lynx validate`` prints for a valid ``pipeline``."""
+    import shlex
+
+    count = len(pipeline.steps)
+    when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
+    lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}, run {when}.", ""]
+    for step in pipeline.steps:
+        if step.number > 1:
+            lines.append("")
+        lines.append(f"Step {step.number}: {step.script}")
+        lines.append("    " + shlex.join(step.argv(python)))
+        lines += _launch_lines(step, python, pipeline.name)
+        lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
+    if pipeline.schedule is not None:
+        lines.append("")
+        lines += _schedule_lines(pipeline.schedule, now)
+    return lines
+
+
+def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
+    """How the command is launched when not directly: a SLURM step's srun command line and SLURM's verdict."""
+    if step.slurm is None:
+        return []
+    import shlex
+
+    from lynx.slurm import ask_slurm, srun_command
+
+    command = srun_command(step, pipeline=pipeline, python=python)
+    return ["  runs on SLURM: " + shlex.join(command), "  " + ask_slurm(command)]
+
+
+def _extra_keys(step: Step) -> list[tuple[str, str]]:
+    """The step's optional keys that differ from their defaults, in the record's order."""
+    shown = []
+    for field in dataclasses.fields(step):
+        if field.name in _SHOWN_ELSEWHERE:
+            continue
+        value = getattr(step, field.name)
+        if field.default is not dataclasses.MISSING and value == field.default:
+            continue
+        shown.append((field.name, _render(field.name, value)))
+    return shown
+
+
+def _render(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"{value:g} s" if key in _SECONDS else f"{value:g}"
+    if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+        # env: (KEY, value | None); slurm: (option, value | True)
+        return ", ".join(_pair(key, name, item) for name, item in value)
+    return str(value)
+
+
+def _pair(key: str, name: str, value: Any) -> str:
+    if value is None:
+        return f"{name} (removed)"
+    if value is True:
+        return name
+    return f"{name}={value}"
+
+
+def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
+    """The schedule as given, then its next fire times in its own timezone."""
+    trigger = schedule.trigger()
+    fields = list(schedule.fields)
+    if schedule.crontab is not None:
+        from lynx.cron import crontab_fields
+
+        # The fields the line was translated into are shown as the line itself.
+        translated = crontab_fields(schedule.crontab)
+        fields = [(key, value) for key, value in fields if key not in translated]
+        fields.insert(0, ("crontab", repr(schedule.crontab)))
+    lines = ["Schedule: " + ", ".join(f"{key}={value}" for key, value in fields)]
+    lines += [f"  {key}: {_render(key, value)}" for key, value in _schedule_extras(schedule)]
+    jitter = getattr(trigger, "jitter", None)
+    if jitter:
+        # The listed times are the schedule's own; each run may start up to ``jitter`` later.
+        trigger.jitter = None
+    zone = trigger.timezone
+    lines.append(f"Next {FIRE_TIMES} runs ({zone}{f', each up to {jitter} s later' if jitter else ''}):")
+    moment = now.astimezone(zone) if now is not None else datetime.now(zone)
+    previous = None
+    for _ in range(FIRE_TIMES):
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            lines.append("(no more fire times)")
+            break
+        lines.append(fire.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"))
+        previous = fire
+        moment = fire + timedelta(microseconds=1)
+    return lines
+
+
+def _schedule_extras(schedule: Schedule) -> list[tuple[str, Any]]:
+    """Settings of the schedule beside its trigger fields (misfire grace, coalesce, ...), when set."""
+    extras = []
+    for field in dataclasses.fields(schedule):
+        value = getattr(schedule, field.name)
+        if field.name in _SCHEDULE_SHOWN or (field.default is not dataclasses.MISSING and value == field.default):
+            continue
+        extras.append((field.name, value))
+    return extras

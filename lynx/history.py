@@ -1,0 +1,306 @@
+"""The run history: one JSON line per run in ``.lynx/runs.jsonl``, appended as each run ends.
+
+Each line is written with one ``write`` on a file opened with ``O_APPEND``, so concurrent
+schedulers never interleave and a killed Lynx leaves at most its own line unfinished; readers
+skip lines that do not parse. Past ``max_bytes`` the file is renamed to ``runs.jsonl.1`` (the
+previous one is dropped), so the history takes at most twice that on disk.
+
+Reading starts at the end of the file and goes backwards a block at a time: the newest runs
+come first and cost the same whatever the file's length.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from lynx.config import Step
+    from lynx.runner import RunResult, StepRecord
+
+STATE_DIR = ".lynx"
+HISTORY_FILE = "runs.jsonl"
+MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES_VARIABLE = "LYNX_HISTORY_MAX_BYTES"
+READ_BLOCK = 64 * 1024
+
+
+def history_path(directory: str) -> str:
+    return os.path.join(directory, STATE_DIR, HISTORY_FILE)
+
+
+class HistoryRecorder:
+    """A run reporter that appends each finished run to the history of ``directory``.
+
+    Args:
+        directory: where ``.lynx/`` is (the directory Lynx was started from).
+        config_file: the config the runs come from.
+        name: the background scheduler's name, None in the foreground.
+        max_bytes: the size past which the file is rotated.
+    """
+
+    def __init__(self, directory: str, config_file: str, name: str | None, max_bytes: int = MAX_BYTES) -> None:
+        self.path = history_path(directory)
+        self.config_file = os.path.abspath(config_file)
+        self.name = name
+        self.max_bytes = max_bytes
+        self.config_sha256 = _file_sha256(self.config_file)
+        self.warned = False
+
+    def run_started(self, started_at: datetime) -> None:
+        pass
+
+    def step_started(self, step: Step, attempt: int) -> None:
+        pass
+
+    def step_finished(self, record: StepRecord) -> None:
+        pass
+
+    def run_finished(self, result: RunResult) -> None:
+        try:
+            append_line(self.path, self.line(result), self.max_bytes)
+        except OSError as error:
+            self._warn(error)
+
+    def line(self, result: RunResult) -> bytes:
+        """The run as one JSON line."""
+        from lynx import __version__
+
+        record = {
+            "run_id": _run_id(result),
+            "name": self.name,
+            "config_file": self.config_file,
+            "config_sha256": self.config_sha256,
+            "host": os.uname().nodename,
+            "user": _user(),
+            "python": sys.executable,
+            "lynx_version": __version__,
+            "started_at": _iso(result.started_at),
+            "ended_at": _iso(result.ended_at),
+            "duration_s": round(result.duration_s, 3),
+            "result": result.result,
+            "failed_step": result.failed_step,
+            "steps": [_step(step) for step in result.steps],
+        }
+        return (to_json(record) + "\n").encode("ascii")
+
+    def _warn(self, error: OSError) -> None:
+        if self.warned:
+            return
+        self.warned = True
+        import logging
+
+        reason = error.strerror or str(error)
+        logging.getLogger("lynx").warning(
+            f"Cannot write the run history to {self.path} ({reason}); the runs go on without it."
+        )
+
+
+def recorder_for(
+    directory: str, config_file: str, name: str | None, environ: Mapping[str, str] = os.environ
+) -> HistoryRecorder:
+    """The history recorder of ``directory``; LYNX_HISTORY_MAX_BYTES (a number of bytes) changes the rotation size."""
+    text = environ.get(MAX_BYTES_VARIABLE, "")
+    max_bytes = int(text) if text.isdigit() else MAX_BYTES
+    return HistoryRecorder(directory, config_file, name, max_bytes)
+
+
+def append_line(path: str, line: bytes, max_bytes: int = MAX_BYTES) -> None:
+    """Append ``line`` with one write, first rotating the file when the line would take it past ``max_bytes``."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if max_bytes > 0 and size and size + len(line) > max_bytes:
+            _rotate(path, fd, len(line), max_bytes)
+            full, fd = fd, -1
+            os.close(full)
+            fd = os.open(path, flags, 0o644)
+        elif size and os.pread(fd, 1, size - 1) != b"\n":
+            # A line left unfinished (a full disk) must not swallow this one.
+            line = b"\n" + line
+        written = os.write(fd, line)
+        if written < len(line):  # only a full disk does this: fail, so the user hears of it once
+            raise OSError(28, "the line was only partly written (is the disk full?)")
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _rotate(path: str, fd: int, length: int, max_bytes: int) -> None:
+    """Rename the full file ``fd`` to ``.1``, unless another scheduler did while this one waited.
+
+    The lock on the file (released when ``fd`` is closed) lets one scheduler at a time decide.
+    """
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    stat = os.fstat(fd)
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return  # renamed by another scheduler, the new file not yet created
+    if (current.st_dev, current.st_ino) == (stat.st_dev, stat.st_ino) and stat.st_size + length > max_bytes:
+        os.replace(path, path + ".1")
+
+
+def read_runs(directory: str, *, limit: int | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    """The recorded runs, newest first.
+
+    Args:
+        directory: where ``.lynx/`` is.
+        limit: at most this many (None: all).
+        name: only the runs of this scheduler, or foreground runs of a config file of this name.
+    """
+    import json
+
+    path = history_path(directory)
+    needle = name.encode("utf-8") if name is not None and _plain(name) else None
+    runs: list[dict[str, Any]] = []
+    for file in (path, path + ".1"):
+        for line in _lines_backwards(file):
+            if needle is not None and needle not in line:
+                continue
+            try:
+                run = json.loads(line)
+            except ValueError:
+                continue  # the unfinished line of a killed Lynx, or a damaged one
+            if not isinstance(run, dict) or (name is not None and run_name(run) != name):
+                continue
+            runs.append(run)
+            if limit is not None and len(runs) >= limit:
+                return runs
+    return runs
+
+
+def run_name(run: dict[str, Any]) -> str:
+    """The scheduler's name; for a foreground run, its config file's name without the extension."""
+    name = run.get("name")
+    if isinstance(name, str):
+        return name
+    config = run.get("config_file")
+    return os.path.splitext(os.path.basename(config))[0] if isinstance(config, str) else ""
+
+
+def _lines_backwards(path: str) -> Iterator[bytes]:
+    """The file's non-empty lines, last first, read a block at a time from the end."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
+    except FileNotFoundError:
+        return
+    with handle:
+        position = handle.seek(0, os.SEEK_END)
+        rest = b""
+        while position > 0:
+            step = min(READ_BLOCK, position)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step) + rest
+            lines = block.split(b"\n")
+            rest = lines[0]
+            for line in reversed(lines[1:]):
+                if line.strip():
+                    yield line
+        if rest.strip():
+            yield rest
+
+
+def to_json(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"))`` for the plain values of a record.
+
+    The json package compiles regular expressions on import, which alone would cost a one-shot
+    run more than all the rest of its history; its C string escaper is a fraction of that.
+    """
+    try:
+        from _json import encode_basestring_ascii as quote
+    except ImportError:  # another Python implementation
+        from json.encoder import py_encode_basestring_ascii as quote
+    return _encode(value, quote)
+
+
+def _encode(value: Any, quote: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return str(quote(value))
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "null"
+        return float.__repr__(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{quote(str(key))}:{_encode(item, quote)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_encode(item, quote) for item in value) + "]"
+    raise TypeError(f"cannot write a {type(value).__name__} to the history")
+
+
+def _plain(name: str) -> bool:
+    """A name JSON writes as it is, so its bytes can be looked for before parsing a line."""
+    return name.isascii() and all(char.isalnum() or char in "-_." for char in name)
+
+
+def _step(record: StepRecord) -> dict[str, Any]:
+    step: dict[str, Any] = {
+        "number": record.number,
+        "script": record.script,
+        "name": record.title if record.title != record.script else None,
+        "argv": list(record.argv),
+        "attempts": record.attempts,
+        "returncode": record.returncode,
+        "duration_s": round(record.duration_s, 3),
+        "result": record.result,
+    }
+    if record.timed_out:
+        step["timed_out"] = True
+    if record.job_id is not None:
+        step["job_id"] = record.job_id
+        step["node"] = record.node
+    return step
+
+
+def _run_id(result: RunResult) -> str:
+    """Sortable by start time, unique by its random tail: ``20261122T231502-5f0c9a2e41b7``."""
+    stamp = result.started_at.strftime("%Y%m%dT%H%M%S") if result.started_at is not None else "unknown"
+    return f"{stamp}-{os.urandom(6).hex()}"
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat(timespec="milliseconds") if when is not None else None
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
+
+
+def _file_sha256(path: str) -> str | None:
+    # hashlib loads OpenSSL (several ms); the built-in SHA-256 module costs a fraction of that.
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # Python up to 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # type: ignore[import-not-found,no-redef]  # Python 3.12+
+        except ImportError:
+            from hashlib import sha256  # type: ignore[assignment]
+    try:
+        with open(path, "rb") as handle:
+            return sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
