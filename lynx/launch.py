@@ -1,0 +1,59 @@
+"""Where a step runs: here as a process group, or as a SLURM job when it has a ``slurm:`` key.
+
+The one place that tells the two apart; the runner calls :func:`launch` for every step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Mapping
+
+from lynx.config import Pipeline, Step
+from lynx.process import StepExit, StepGuard, run_step
+
+
+def launch(
+    step: Step,
+    on_output: Callable[[bytes], None],
+    *,
+    pipeline: str,
+    guard: StepGuard,
+    python: str = sys.executable,
+    environ: Mapping[str, str] = os.environ,
+    inherit_stdin: bool = True,
+) -> StepExit:
+    """Run ``step`` to its end where it belongs, passing its output to ``on_output`` chunk by chunk.
+
+    Args:
+        step: what to run.
+        on_output: gets the step's merged stdout/stderr.
+        pipeline: the pipeline's name (SLURM's job name is lynx:<pipeline>:<step>).
+        guard: ends the step on request.
+        python: the interpreter for .py scripts.
+        environ: the base of the step's environment.
+        inherit_stdin: a local step reads Lynx's standard input (a SLURM job never reads input).
+    """
+    if step.slurm is not None:
+        from lynx.slurm import run_job
+
+        return run_job(step, on_output, pipeline=pipeline, guard=guard, python=python, environ=environ)
+    return run_step(
+        step.argv(python),
+        on_output,
+        name=step.label,
+        guard=guard,
+        env=step.environment(environ),
+        cwd=step.cwd,
+        inherit_stdin=inherit_stdin,
+        timeout=step.timeout,
+    )
+
+
+def check_launchers(pipeline: Pipeline, *, environ: Mapping[str, str] = os.environ) -> None:
+    """Before anything runs: raise ConfigError, naming the first SLURM step, if SLURM cannot take jobs."""
+    first = next((step for step in pipeline.steps if step.slurm is not None), None)
+    if first is not None:
+        from lynx.slurm import check_cluster
+
+        check_cluster(first, source=pipeline.source, environ=environ)

@@ -1,0 +1,387 @@
+"""Run a step as a SLURM job through ``srun``: its output streams back live, its exit code is the step's.
+
+``srun`` itself runs under :func:`lynx.process.run_step` in a worker thread, so its output takes
+the same path as a local step's. This thread watches the job beside it: it says when the job is
+queued and when it starts, and when Lynx must end the step (Ctrl+C, SIGTERM, ``lynx stop``, a
+``timeout``) it cancels the job with ``scancel`` first, so the task gets SIGTERM and the job ends
+as CANCELLED, then waits until SLURM says the job has ended. ``srun`` is only signalled if it
+outlives its job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from lynx.errors import ConfigError
+from lynx.logs import get_logger
+from lynx.process import StepExit, StepGuard, _signals_deferred, describe_interruption, run_step
+
+if TYPE_CHECKING:
+    from lynx.config import Step
+
+# srun's long options (Slurm 22.05 and later) that a step's ``slurm:`` mapping may set.
+SRUN_OPTIONS = (
+    "account", "acctg-freq", "batch", "bb", "bbf", "bcast", "bcast-exclude", "begin", "cluster-constraint",
+    "clusters", "compress", "constraint", "container", "contiguous", "core-spec", "cores-per-socket",
+    "cpu-bind", "cpu-freq", "cpus-per-gpu", "cpus-per-task", "deadline", "delay-boot", "dependency",
+    "distribution", "epilog", "exact", "exclude", "exclusive", "extra-node-info", "gpu-bind",
+    "gpu-freq", "gpus", "gpus-per-node", "gpus-per-socket", "gpus-per-task", "gres", "gres-flags",
+    "het-group", "hint", "hold", "immediate", "kill-on-bad-exit", "label", "licenses", "mail-type",
+    "mail-user", "mcs-label", "mem", "mem-bind", "mem-per-cpu", "mem-per-gpu", "mincpus", "mpi",
+    "network", "nice", "no-kill", "nodefile", "nodelist", "nodes", "ntasks", "ntasks-per-core",
+    "ntasks-per-gpu", "ntasks-per-node", "ntasks-per-socket", "overcommit", "overlap", "oversubscribe",
+    "partition", "power", "prefer", "priority", "profile", "prolog", "propagate", "qos", "quiet",
+    "reboot", "relative", "reservation", "resv-ports", "send-libs", "signal", "slurmd-debug",
+    "sockets-per-node", "spread-job", "switches", "task-epilog", "task-prolog", "thread-spec",
+    "threads", "threads-per-core", "time", "time-min", "tmp", "tres-per-task", "unbuffered",
+    "use-min-nodes", "verbose", "wait", "wckey", "x11",
+)  # fmt: skip
+# srun options Lynx sets itself (or that would take the job's output or input away from Lynx).
+RESERVED_OPTIONS = {
+    "job-name": "Lynx names the job lynx:<pipeline>:<step>",
+    "chdir": "use the step's 'cwd'",
+    "export": "Lynx passes its environment and the step's 'env' (--export=ALL)",
+    "input": "a SLURM step reads no input",
+    "output": "the job's output streams back to Lynx",
+    "error": "the job's output streams back to Lynx",
+    "comment": "Lynx uses it to find the job",
+    "pty": "the job's output streams back to Lynx",
+    "jobid": "each step is a job of its own",
+    "multi-prog": "a step runs one program",
+    "test-only": "'lynx validate' asks SLURM whether it would accept the job",
+}
+# Job states in which a job still holds (or waits for) resources: squeue lists these by default.
+ACTIVE_STATES = frozenset(
+    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+     "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+)  # fmt: skip
+# Why a job ended when Lynx did not end it, for a failed step's message.
+END_REASONS = {
+    "CANCELLED": "was cancelled outside Lynx (scancel or an administrator)",
+    "TIMEOUT": "was killed by SLURM at its time limit",
+    "PREEMPTED": "was preempted",
+    "NODE_FAIL": "was ended by the failure of its node",
+    "BOOT_FAIL": "was ended because its node failed to boot",
+    "DEADLINE": "was ended at its deadline",
+    "OUT_OF_MEMORY": "ran out of memory",
+}
+# How long SLURM commands may take before the cluster counts as not answering.
+COMMAND_TIMEOUT = 15.0
+# How long to wait for a cancelled job to end (SIGTERM, then SIGKILL after the guard's grace).
+CANCEL_WAIT = 60.0
+# Seconds between looks at a job that has not started yet: quick at first, then sparing.
+FIRST_POLL = 0.1
+LONGEST_POLL = 5.0
+TAIL_BYTES = 4096
+SETTLE_WAIT = 5.0
+_TASK_ERROR = re.compile(r"srun: error: \S+: tasks? [0-9,-]+: ")
+
+log = get_logger()
+
+
+def srun_command(step: Step, *, pipeline: str, python: str = sys.executable, cwd: str | None = None) -> list[str]:
+    """The ``srun`` command line that runs ``step`` as a job (without Lynx's private ``--comment``)."""
+    assert step.slurm is not None
+    argv = list(step.argv(python))
+    # The job starts in --chdir, so a script path relative to Lynx's directory must be made absolute.
+    script = 1 if step.path.endswith(".py") else 0
+    argv[script] = os.path.abspath(argv[script])
+    command = [
+        "srun",
+        f"--job-name={job_name(step, pipeline)}",
+        f"--chdir={step.cwd or cwd or os.getcwd()}",
+        "--export=ALL",
+        "--input=none",
+        "--quiet",
+    ]
+    for option, value in step.slurm:
+        command.append(f"--{option}" if value is True else f"--{option}={value}")
+    return command + argv
+
+
+def job_name(step: Step, pipeline: str) -> str:
+    """lynx:<pipeline>:<step>, the name squeue shows (without commas: squeue -n splits on them)."""
+    return f"lynx:{pipeline}:{step.title}".replace(",", "_")
+
+
+def check_cluster(step: Step, *, source: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Raise ConfigError naming ``step`` unless ``srun`` is on PATH and the controller answers."""
+    where = f"{source}: step {step.number} ({step.title})"
+    for command in ("srun", "scontrol"):
+        if not _on_path(command, environ.get("PATH", os.defpath)):
+            raise ConfigError(
+                f"{where}: runs on SLURM, but {command} is not on PATH (install the SLURM client commands)"
+            )
+    try:
+        answer = subprocess.run(
+            ["scontrol", "ping"], capture_output=True, text=True, env=dict(environ), timeout=COMMAND_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping timed out)") from None
+    if answer.returncode != 0 or "DOWN" in answer.stdout:
+        said = " ".join((answer.stdout + answer.stderr).split()) or f"exit code {answer.returncode}"
+        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping: {said})")
+
+
+def ask_slurm(command: Sequence[str], *, environ: Mapping[str, str] = os.environ) -> str:
+    """Whether SLURM would accept ``command`` now (``srun --test-only``), as one line for the user."""
+    try:
+        answer = subprocess.run(
+            # Without --quiet, srun says when and where the job would start.
+            [command[0], "--test-only", *(word for word in command[1:] if word != "--quiet")],
+            capture_output=True,
+            text=True,
+            env=dict(environ),
+            timeout=COMMAND_TIMEOUT,
+        )
+    except OSError as error:
+        return f"SLURM was not asked: cannot run srun ({error.strerror or error})"
+    except subprocess.TimeoutExpired:
+        return "SLURM was not asked: srun --test-only did not answer"
+    said = [line.strip() for line in (answer.stderr + answer.stdout).splitlines() if line.strip()]
+    if answer.returncode == 0:
+        return "SLURM would accept it: " + (said[-1].removeprefix("srun: ") if said else "yes")
+    return "SLURM would refuse it: " + (said[-1] if said else f"srun exit code {answer.returncode}")
+
+
+def _on_path(command: str, path: str) -> bool:
+    """``command`` is an executable in one of ``path``'s directories (shutil.which, without its import)."""
+    return any(
+        os.access(os.path.join(folder, command), os.X_OK) and os.path.isfile(os.path.join(folder, command))
+        for folder in path.split(os.pathsep)
+        if folder
+    )
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    state: str
+    node: str | None
+    reason: str
+
+
+def run_job(
+    step: Step,
+    on_output: Callable[[bytes], None],
+    *,
+    pipeline: str,
+    guard: StepGuard,
+    python: str = sys.executable,
+    environ: Mapping[str, str] = os.environ,
+    cwd: str | None = None,
+) -> StepExit:
+    """Run ``step`` as a SLURM job to its end; the same contract as :func:`lynx.process.run_step`.
+
+    Returns:
+        How the job ended, with its job id and node.
+    """
+    env = step.environment(environ)
+    command = srun_command(step, pipeline=pipeline, python=python, cwd=cwd)
+    job = _Job(step.label, job_name(step, pipeline), env)
+    command.insert(1, f"--comment={job.tag}")
+    tail = _Tail(on_output)
+    inner = StepGuard(guard.grace)
+    outcome: dict[str, Any] = {}
+
+    def relay() -> None:
+        try:
+            outcome["exit"] = run_step(command, tail.write, name=step.label, guard=inner, env=env, inherit_stdin=False)
+        except BaseException as error:  # handed to the calling thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
+    deadline = None if step.timeout is None else time.monotonic() + step.timeout
+    ended_by: str | None = None
+    worker.start()
+    try:
+        poll = FIRST_POLL
+        next_look = time.monotonic() + poll
+        while True:
+            # Short waits: Lynx notices a stop request or the timeout within 0.1 s.
+            worker.join(0.1)
+            if not worker.is_alive():
+                break
+            now = time.monotonic()
+            if ended_by is None and guard.stopping:
+                ended_by = "Lynx is stopping"
+                job.cancel(ended_by, worker, inner)
+            elif ended_by is None and deadline is not None and now >= deadline:
+                ended_by = f"timed out after {step.timeout:g} s"
+                job.cancel(ended_by, worker, inner)
+            elif not job.started and now >= next_look:
+                job.look()
+                poll = min(poll * 2, LONGEST_POLL)
+                next_look = now + poll
+    except BaseException as error:
+        job.cancel(describe_interruption(error), worker, inner)
+        raise
+    if "error" in outcome:
+        error = outcome["error"]
+        if isinstance(error, OSError):
+            return StepExit(127, launch_error=f"cannot run srun: {error.strerror or error}")
+        raise error
+    ended: StepExit = outcome["exit"]
+    # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
+    final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
+    timed_out = ended_by is not None and ended_by.startswith("timed out")
+    launch_error = None
+    if ended_by is None and ended.returncode != 0:
+        if final is None:
+            launch_error = tail.slurm_error()
+        elif final.state in END_REASONS:
+            log.error(f"{step.label}: SLURM job {final.job_id} {END_REASONS[final.state]} ({final.state}).")
+    where = final or job.last
+    return StepExit(
+        ended.returncode,
+        timed_out=timed_out,
+        launch_error=launch_error,
+        job_id=where.job_id if where else None,
+        node=where.node if where else None,
+    )
+
+
+class _Job:
+    """One submission, found in squeue by its name and a comment no other job has."""
+
+    def __init__(self, label: str, name: str, env: Mapping[str, str]) -> None:
+        self.label = label
+        self.name = name
+        self.env = dict(env)
+        self.tag = f"lynx {os.getpid()} {os.urandom(6).hex()}"
+        self.last: JobState | None = None
+        self.said_queued = False
+        self.started = False
+
+    def find(self) -> JobState | None:
+        """The job as squeue sees it now (also just after it ended), or None."""
+        fields = ["-j", self.last.job_id] if self.last is not None else ["-n", self.name]
+        try:
+            listing = subprocess.run(
+                ["squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k"],
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=COMMAND_TIMEOUT,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in listing.splitlines():
+            job_id, state, node, reason, comment = (line.split("|", 4) + [""] * 5)[:5]
+            if comment == self.tag:
+                self.last = JobState(job_id, state, node or None, reason)
+                return self.last
+        return None
+
+    def look(self) -> None:
+        """Say once that the job waits in the queue, and once where it started."""
+        found = self.find()
+        if found is None:
+            return
+        if found.state == "PENDING" and not self.said_queued:
+            self.said_queued = True
+            log.info(f"{self.label} queued as SLURM job {found.job_id} ({found.reason})…")
+        elif found.state != "PENDING":
+            self.started = True
+            if found.state in ("RUNNING", "COMPLETING", "COMPLETED"):
+                on = f" on {found.node}" if found.node else ""
+                verb = "started" if self.said_queued else "runs"
+                log.info(f"{self.label} {verb} as SLURM job {found.job_id}{on}.")
+
+    def final(self, settle: float = 0.0) -> JobState | None:
+        """The job's state once srun has returned (waiting up to ``settle`` s for it to leave the active
+        states); says where it ran if that was never said."""
+        was_started = self.started
+        found = self.find()
+        deadline = time.monotonic() + settle
+        while found is not None and found.state in ACTIVE_STATES and time.monotonic() < deadline:
+            time.sleep(0.1)
+            found = self.find()
+        if found is not None and not was_started and found.node:
+            log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
+        return found
+
+    def cancel(self, reason: str, worker: threading.Thread, inner: StepGuard) -> None:
+        """scancel the job, wait until SLURM says it has ended, then make sure srun has exited."""
+        with _signals_deferred():
+            found = self.find()
+            if found is None:
+                # Not submitted yet (or srun is still asking for it): ending srun withdraws the request.
+                log.warning(f"{self.label} {reason}: ending srun before SLURM has queued the job.")
+                inner.stop(reason)
+                worker.join()
+                found = self.find()
+            if found is not None and found.state in ACTIVE_STATES:
+                log.warning(f"{self.label} {reason}: cancelling SLURM job {found.job_id} (scancel).")
+                self._scancel(found.job_id)
+                if not self._wait_ended(inner.grace):
+                    log.warning(f"SLURM job {found.job_id} still runs {inner.grace:g} s after scancel: killing it.")
+                    self._scancel(found.job_id, "--signal=KILL", "--full")
+                    if not self._wait_ended(CANCEL_WAIT):
+                        log.error(f"SLURM job {found.job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
+                log.info(f"SLURM job {found.job_id} has ended.")
+            worker.join(COMMAND_TIMEOUT)
+            if worker.is_alive():
+                inner.stop(reason)
+                worker.join()
+
+    def _scancel(self, job_id: str, *options: str) -> None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["scancel", *options, job_id], capture_output=True, env=self.env, timeout=COMMAND_TIMEOUT)
+
+    def _wait_ended(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            found = self.find()
+            if found is None or found.state not in ACTIVE_STATES:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
+class _Tail:
+    """Pass output on, keeping its last few KiB: SLURM's reason when it refuses a job."""
+
+    def __init__(self, on_output: Callable[[bytes], None]) -> None:
+        self.on_output = on_output
+        self.data = b""
+
+    def write(self, chunk: bytes) -> None:
+        self.on_output(chunk)
+        self.data = (self.data + chunk[-TAIL_BYTES:])[-TAIL_BYTES:]
+
+    def slurm_error(self) -> str | None:
+        """SLURM's last error message in the output, e.g. 'Invalid partition name specified'."""
+        # "srun: error: NODE: task 0: Exited with exit code 3" is about a job that ran, not a refusal.
+        lines = [
+            line
+            for line in self.data.decode(errors="replace").splitlines()
+            if line.startswith("srun: error: ") and not _TASK_ERROR.match(line)
+        ]
+        if not lines:
+            return None
+        message = lines[-1][len("srun: error: ") :]
+        message = message.split("Unable to allocate resources: ", 1)[-1]
+        return f"SLURM refused the job: {message}"
+
+
+def option_problem(option: str) -> str | None:
+    """Why ``option`` cannot be in a step's ``slurm:`` mapping, or None if it can."""
+    if option in RESERVED_OPTIONS:
+        return f"'{option}' is set by Lynx ({RESERVED_OPTIONS[option]})"
+    if option in SRUN_OPTIONS:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(option.lstrip("-"), SRUN_OPTIONS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else " (see 'srun --help'; write long options without dashes)"
+    return f"unknown srun option '{option}'{hint}"

@@ -1,0 +1,433 @@
+"""Steps with a ``slurm:`` key, end to end through the CLI on a real SLURM cluster.
+
+The cluster tests need a running cluster: on a Debian machine, as root, ``test/slurm/cluster.sh start``
+(CI does it, and sets LYNX_REQUIRE_SLURM=1 so that they fail instead of skipping).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pexpect
+import pytest
+from conftest import clean_env, lynx_command, run_lynx, wait_for, write_config, write_script
+
+from lynx.config import load_pipeline
+
+HOW_TO_RUN = "no SLURM cluster answers: run 'test/slurm/cluster.sh start' as root on Debian, then the tests again"
+
+
+def _cluster_answers() -> bool:
+    if shutil.which("srun") is None or shutil.which("scontrol") is None:
+        return False
+    try:
+        return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """A SLURM cluster that takes jobs; skip (or fail, with LYNX_REQUIRE_SLURM=1) without one."""
+    if _cluster_answers():
+        return
+    if os.environ.get("LYNX_REQUIRE_SLURM") == "1":
+        pytest.fail(f"LYNX_REQUIRE_SLURM=1 but {HOW_TO_RUN}")
+    pytest.skip(HOW_TO_RUN)
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, cluster: None) -> Iterator[str]:
+    """A pipeline name no other job on the cluster has; its jobs are cancelled after the test, even on failure."""
+    name = f"p{uuid.uuid4().hex[:10]}"
+    yield name
+    leftovers = jobs_of(name)
+    for job_id in leftovers:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    assert not leftovers, f"jobs of {name} were left in the queue: {leftovers}"
+
+
+def jobs_of(pipeline: str) -> list[str]:
+    """IDs of the jobs of ``pipeline`` that squeue lists (pending, running or completing)."""
+    listing = subprocess.run(["squeue", "-h", "-o", "%i|%j"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split("|", 1)[0] for line in listing.splitlines() if f"|lynx:{pipeline}:" in line]
+
+
+def env_with_slurm() -> dict[str, str]:
+    return clean_env()
+
+
+def job_script(directory: Path, name: str, body: str = "") -> Path:
+    """A step that records its job id, node, directory and FOO, prints 'started', runs ``body``."""
+    body = body.replace("\n", "\n" + " " * 8)  # to the indentation of the text below, which is dedented
+    return write_script(
+        directory,
+        name,
+        f"""
+        import json, os, sys, time
+        record = {{key: os.environ.get(key) for key in ("SLURM_JOB_ID", "SLURMD_NODENAME", "FOO")}}
+        record["cwd"] = os.getcwd()
+        record["argv"] = sys.argv[1:]
+        with open({str(directory / "jobs.jsonl")!r}, "a") as handle:
+            handle.write(json.dumps(record) + "\\n")
+        print("started", flush=True)
+        {body}
+        """,
+    )
+
+
+def job_records(directory: Path) -> list[dict[str, str]]:
+    path = directory / "jobs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# --- config (no cluster needed) ---
+
+
+def test_slurm_key_gives_srun_options_defaults_and_anchors(tmp_path: Path) -> None:
+    write_script(tmp_path, "a.py", "")
+    config = write_config(
+        tmp_path,
+        """
+        configs:
+          - gpu: &gpu {partition: gpu, gres: "gpu:1", time: "02:00:00", cpus-per-task: 8, exclusive: true, hold: false}
+        steps:
+          - {script: a.py}
+          - {script: a.py, slurm: {}}
+          - {script: a.py, slurm: true}
+          - {script: a.py, slurm: *gpu}
+          - {script: a.py, slurm: *gpu}
+          - {script: a.py, slurm: false}
+        """,
+    )
+    steps = load_pipeline(config, cwd=str(tmp_path)).steps
+    gpu = (("partition", "gpu"), ("gres", "gpu:1"), ("time", "02:00:00"), ("cpus-per-task", "8"), ("exclusive", True))
+    assert [step.slurm for step in steps] == [None, (), (), gpu, gpu, None]
+
+
+@pytest.mark.parametrize(
+    ("slurm", "message"),
+    [
+        ("{partiton: gpu}", "slurm: unknown srun option 'partiton' (did you mean 'partition'?)"),
+        ("{job-name: x}", "slurm: 'job-name' is set by Lynx"),
+        ("{chdir: /tmp}", "slurm: 'chdir' is set by Lynx (use the step's 'cwd')"),
+        ("{partition: [a, b]}", "slurm: 'partition' must be a string or number, not a list"),
+        ("{partition: }", "slurm: 'partition' must be a string or number, not a null (give a value"),
+        ("gpu", "'slurm' must be a mapping of srun options (or true for the defaults), not a string"),
+    ],
+)
+def test_bad_slurm_key_is_one_error_naming_the_step(tmp_path: Path, slurm: str, message: str) -> None:
+    write_script(tmp_path, "a.py", "")
+    write_config(tmp_path, f"steps:\n  - script: a.py\n    slurm: {slurm}\n")
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: config.yaml: step 1 (a.py): ")
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_srun_missing_is_one_error_before_anything_runs(tmp_path: Path) -> None:
+    job_script(tmp_path, "local.py")
+    job_script(tmp_path, "remote.py")
+    write_config(tmp_path, "steps:\n  - script: local.py\n  - script: remote.py\n    slurm: {}\n")
+    bin_dir = Path(sys.executable).parent
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path, env=clean_env(PATH=str(bin_dir)))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "Error: config.yaml: step 2 (remote.py): runs on SLURM, but srun is not on PATH "
+        "(install the SLURM client commands)\n"
+    )
+    assert job_records(tmp_path) == []
+
+
+def test_cluster_not_answering_is_one_error_before_anything_runs(tmp_path: Path, cluster: None) -> None:
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")).read_text()
+    # The same cluster, but a controller port nothing listens on.
+    (tmp_path / "slurm.conf").write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=6999", conf))
+    job_script(tmp_path, "local.py")
+    job_script(tmp_path, "remote.py")
+    write_config(tmp_path, "steps:\n  - script: local.py\n  - script: remote.py\n    slurm: {}\n")
+    env = clean_env(SLURM_CONF=str(tmp_path / "slurm.conf"))
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "Error: config.yaml: step 2 (remote.py): the SLURM controller does not answer (scontrol ping"
+    )
+    assert len(result.stderr.splitlines()) == 1
+    assert job_records(tmp_path) == []
+
+
+# --- on the cluster ---
+
+
+def test_output_arrives_live_and_the_job_is_recorded(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "while not os.path.exists('go'): time.sleep(0.05)\nprint('finished')")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    log = tmp_path / "lynx.log"
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env_with_slurm(),
+    )
+    try:
+        wait_for(lambda: log.exists() and "INFO - started" in log.read_text(), timeout=60)
+        # The job still runs (it waits for 'go') while its first line is already in the log.
+        assert len(jobs_of(pipeline)) == 1
+        wait_for(lambda: "as SLURM job" in log.read_text(), timeout=30)
+        (tmp_path / "go").touch()
+        assert lynx.wait(timeout=60) == 0
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.wait()
+    text = log.read_text()
+    [record] = job_records(tmp_path)
+    assert f"Step 1 (train.py) runs as SLURM job {record['SLURM_JOB_ID']} on {record['SLURMD_NODENAME']}." in text
+    assert "INFO - finished" in text
+    [run] = [json.loads(line) for line in (tmp_path / ".lynx" / "runs.jsonl").read_text().splitlines()]
+    assert run["steps"][0]["job_id"] == record["SLURM_JOB_ID"]
+    assert run["steps"][0]["node"] == record["SLURMD_NODENAME"]
+
+
+def test_exit_codes_come_through(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "good.py")
+    job_script(tmp_path, "bad.py", "sys.exit(3)")
+    write_config(tmp_path, "steps:\n  - script: good.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    write_config(tmp_path, "steps:\n  - script: bad.py\n    slurm: {}\n", name=f"{pipeline}-bad.yaml")
+    good = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "Step 1 (good.py) completed successfully." in good.stdout
+    bad = run_lynx("start", "-ni", "-cf", f"{pipeline}-bad.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert bad.returncode == 1
+    assert "Step 1 (bad.py) failed with exit code 3." in bad.stdout
+    assert [record["SLURM_JOB_ID"] is not None for record in job_records(tmp_path)] == [True, True]
+
+
+def test_env_cwd_and_arguments_reach_the_job(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "tasks/a.py")
+    (tmp_path / "work").mkdir()
+    write_config(
+        tmp_path,
+        """
+        steps:
+          - script: tasks/a.py
+            arguments: ["--title 'two words'", "$HOME"]
+            env: {FOO: "bar baz"}
+            cwd: work
+            slurm: {ntasks: 1}
+          - script: tasks/a.py
+            slurm: {}
+        """,
+        name=f"{pipeline}.yaml",
+    )
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert result.returncode == 0, result.stdout + result.stderr
+    first, second = job_records(tmp_path)
+    assert first["FOO"] == "bar baz"
+    assert first["cwd"] == str(tmp_path / "work")
+    assert first["argv"] == ["--title", "two words", "$HOME"]
+    assert second["FOO"] is None
+    assert second["cwd"] == str(tmp_path)
+
+
+def _spawn(tmp_path: Path, pipeline: str) -> pexpect.spawn:
+    return pexpect.spawn(
+        lynx_command()[0],
+        ["start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=str(tmp_path),
+        env=env_with_slurm(),
+        encoding="utf-8",
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("state", ["running", "pending"])
+def test_ctrl_c_cancels_the_job(tmp_path: Path, pipeline: str, state: str) -> None:
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    slurm = "{}" if state == "running" else "{begin: now+3600}"
+    write_config(tmp_path, f"steps:\n  - script: train.py\n    slurm: {slurm}\n", name=f"{pipeline}.yaml")
+    child = _spawn(tmp_path, pipeline)
+    try:
+        child.expect("runs as SLURM job" if state == "running" else r"queued as SLURM job \d+ \(BeginTime\)")
+        assert len(jobs_of(pipeline)) == 1
+        child.sendintr()
+        child.expect(r"cancelling SLURM job \d+ \(scancel\)")
+        child.expect(r"SLURM job \d+ has ended\.")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert jobs_of(pipeline) == []
+
+
+@pytest.mark.parametrize("state", ["running", "pending"])
+def test_lynx_stop_cancels_the_job(lynx_dir: Path, pipeline: str, state: str) -> None:
+    job_script(lynx_dir, "train.py", "time.sleep(600)")
+    slurm = "{}" if state == "running" else "{begin: now+3600}"
+    write_config(lynx_dir, f"steps:\n  - script: train.py\n    slurm: {slurm}\n", name=f"{pipeline}.yaml")
+    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=env_with_slurm())
+    assert started.returncode == 0, started.stdout + started.stderr
+    log = lynx_dir / "lynx.log"
+    wait_for(lambda: log.exists() and re.search(r"(runs|queued) as SLURM job", log.read_text()), timeout=60)
+    assert len(jobs_of(pipeline)) == 1
+    stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert jobs_of(pipeline) == []
+    assert re.search(r"cancelling SLURM job \d+ \(scancel\)", log.read_text())
+
+
+def test_timeout_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    timeout: 3\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    began = time.monotonic()
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert result.returncode == 1
+    assert time.monotonic() - began < 45
+    assert re.search(r"Step 1 \(train\.py\) timed out after 3 s: cancelling SLURM job \d+", result.stdout)
+    assert "Step 1 (train.py) timed out after 3 s and was ended." in result.stdout
+    assert jobs_of(pipeline) == []
+
+
+def test_unknown_partition_fails_with_slurms_message(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {partition: nope}\n", name=f"{pipeline}.yaml")
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert result.returncode == 1
+    assert (
+        "Step 1 (train.py) could not be started: SLURM refused the job: Invalid partition name specified"
+        in result.stdout
+    )
+    assert job_records(tmp_path) == []
+
+
+def test_job_cancelled_outside_lynx_fails_the_step_and_retries_resubmit(tmp_path: Path, pipeline: str) -> None:
+    # The first attempt waits to be cancelled from outside; the second succeeds.
+    job_script(tmp_path, "train.py", "if len(open('jobs.jsonl').readlines()) == 1: time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    retries: 1\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_with_slurm(),
+    )
+    try:
+        wait_for(lambda: job_records(tmp_path), timeout=60)
+        [job_id] = wait_for(lambda: jobs_of(pipeline), timeout=30)
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        output, _ = lynx.communicate(timeout=90)
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 0, output
+    assert f"Step 1 (train.py): SLURM job {job_id} was cancelled outside Lynx" in output
+    assert "Retrying Step 1 (train.py)" in output
+    first, second = job_records(tmp_path)
+    assert first["SLURM_JOB_ID"] == job_id != second["SLURM_JOB_ID"]
+
+
+def test_mixed_pipeline_runs_in_order(tmp_path: Path, pipeline: str) -> None:
+    for name in ("prepare.py", "train.py", "report.py"):
+        job_script(tmp_path, name)
+    write_config(
+        tmp_path,
+        """
+        steps:
+          - script: prepare.py
+          - script: train.py
+            slurm: {cpus-per-task: 2}
+          - script: report.py
+        """,
+        name=f"{pipeline}.yaml",
+    )
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = job_records(tmp_path)
+    assert [record["SLURM_JOB_ID"] is not None for record in records] == [False, True, False]
+    steps = re.findall(r"Processing Step (\d): (\S+)\.\.\.", result.stdout)
+    assert steps == [("1", "prepare.py"), ("2", "train.py"), ("3", "report.py")]
+
+
+def test_slurm_step_on_a_background_cron_schedule(lynx_dir: Path, pipeline: str) -> None:
+    job_script(lynx_dir, "train.py")
+    write_config(
+        lynx_dir,
+        """
+        cron:
+          second: "*/3"
+        steps:
+          - script: train.py
+            slurm: {}
+        """,
+        name=f"{pipeline}.yaml",
+    )
+    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=env_with_slurm())
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        wait_for(lambda: len(job_records(lynx_dir)) >= 2, timeout=90)
+    finally:
+        stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    ids = [record["SLURM_JOB_ID"] for record in job_records(lynx_dir)]
+    assert len(set(ids)) == len(ids) >= 2
+    assert None not in ids
+
+
+def test_validate_shows_the_srun_command_and_asks_slurm(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py")
+    write_config(
+        tmp_path,
+        "steps:\n  - script: train.py\n    slurm: {time: 5}\n  - script: train.py\n    slurm: {partition: nope}\n",
+        name=f"{pipeline}.yaml",
+    )
+    result = run_lynx("validate", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    assert result.returncode == 0, result.stderr
+    shown = (
+        f"  runs on SLURM: srun --job-name=lynx:{pipeline}:train.py --chdir={tmp_path} --export=ALL --input=none "
+        f"--quiet --time=5 \\S*python\\S* {tmp_path / 'train.py'}\n"
+    )
+    assert re.search(shown, result.stdout)
+    assert "  SLURM would accept it: Job " in result.stdout
+    assert "  SLURM would refuse it: " in result.stdout
+    assert "Invalid partition name specified" in result.stdout
+    assert job_records(tmp_path) == []
+
+
+def test_sigterm_to_lynx_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_with_slurm(),
+    )
+    try:
+        wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
+        lynx.send_signal(signal.SIGTERM)
+        output, _ = lynx.communicate(timeout=60)
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 143, output
+    assert jobs_of(pipeline) == []
