@@ -27,12 +27,19 @@ FIGURES = (
     "cron-delay",
     "idle",
     "load5000",
+    "history",
+    "imports",
+    "commands",
+    "step-keys",
+    "slurm",
 )
+# Figures that may be skipped on a machine without them (SLURM; the repository's git history).
+MAY_SKIP = {"slurm", "imports"}
 HEADER = ["figure", "Lynx", "baseline", "ratio / diff", "target", "holds"]
 
 
-def run_benchmark(*args: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run the harness with its temp dir (configs, scripts, logs) under ``cwd``."""
+def run_benchmark(*args: str, cwd: Path, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the harness with its temp dir (configs, scripts, logs) under ``cwd``; ``env`` on top of a clean one."""
     (cwd / "tmp").mkdir()
     return subprocess.run(
         [sys.executable, str(RUN), *args],
@@ -41,7 +48,7 @@ def run_benchmark(*args: str, cwd: Path, timeout: float) -> subprocess.Completed
         capture_output=True,
         text=True,
         errors="replace",
-        env=clean_env(TMPDIR=str(cwd / "tmp")),
+        env=clean_env(TMPDIR=str(cwd / "tmp"), **env),
         timeout=timeout,
     )
 
@@ -79,8 +86,10 @@ def test_quick_run_prints_a_row_for_every_figure(tmp_path: Path) -> None:
     assert all(len(row) == len(HEADER) for row in body), body
     figures = [row[0].split(":")[0] for row in body]
     assert set(figures) == set(FIGURES), figures
-    assert all(row[5] in ("yes", "no") for row in body), body
-    assert all(row[1] and row[2] and row[3] and row[4] for row in body), body
+    measured = [row for row in body if row[5] != "skipped"]
+    assert all(row[0] in MAY_SKIP for row in body if row not in measured), body
+    assert all(row[5] in ("yes", "no") for row in measured), body
+    assert all(row[1] and row[2] and row[3] and row[4] for row in measured), body
     document = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     assert [row["figure"] for row in document["rows"]] == [row[0] for row in body]
     assert all(row["error"] is None for row in document["rows"])
@@ -101,3 +110,18 @@ def test_a_failing_lynx_gives_an_error_row_and_exit_1(tmp_path: Path) -> None:
     assert rows[1][0] == "help"
     assert rows[1][5] == "ERROR"
     assert "exited with 3: boom" in result.stdout
+
+
+def test_a_figure_that_cannot_run_here_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    # No SLURM client commands on this PATH: the SLURM figure says so instead of failing.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+
+    result = run_benchmark("--only", "slurm", "--pairs", "1", cwd=tmp_path, timeout=60, PATH=str(empty))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    rows = table_rows(result.stdout)
+    assert rows[1][0] == "slurm"
+    assert rows[1][5] == "skipped"
+    assert "slurm: skipped: srun is not on PATH" in result.stdout
