@@ -141,18 +141,17 @@ def lynx_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def _kill_recorded_lynx(tmp_path: Path) -> None:
-    pid_file = tmp_path / ".lynx_pid.json"
-    if not pid_file.exists():
-        return
-    try:
-        record = json.loads(pid_file.read_text())
-        process = psutil.Process(int(record["pid"]))
-        if abs(process.create_time() - float(record["create_time"])) > 0.01:
-            return
-        tree = [process, *process.children(recursive=True)]
-    except (ValueError, KeyError, TypeError, psutil.Error):
-        return
-    for each in tree:
-        with contextlib.suppress(psutil.Error):
-            each.kill()
-    psutil.wait_procs(tree, timeout=10)
+    """Kill the schedulers recorded in ``.lynx_pid.json`` and ``.lynx/schedulers/``, with their trees."""
+    for record_file in [tmp_path / ".lynx_pid.json", *sorted((tmp_path / ".lynx" / "schedulers").glob("*.json"))]:
+        try:
+            record = json.loads(record_file.read_text())
+            process = psutil.Process(int(record["pid"]))
+            if process.cmdline() != record["cmdline"]:  # not the recorded process (tests fake create times)
+                continue
+            tree = [process, *process.children(recursive=True)]
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            continue
+        for each in tree:
+            with contextlib.suppress(psutil.Error):
+                each.kill()
+        psutil.wait_procs(tree, timeout=10)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -261,6 +262,7 @@ def test_ctrl_c_escalates_to_sigkill_for_a_step_that_ignores_sigterm(tmp_path: P
         "stubborn.py",
         """
         import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is forwarded as SIGINT first
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         record_pid("stubborn.pid")
         print("ignoring SIGTERM", flush=True)
@@ -288,7 +290,8 @@ def test_ctrl_c_escalates_to_sigkill_for_a_step_that_ignores_sigterm(tmp_path: P
 
 
 TREE_STEP = """
-    import os, subprocess, sys, time
+    import os, signal, subprocess, sys, time
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a forwarded Ctrl+C ends each quietly, without a traceback
 
     if len(sys.argv) > 1 and sys.argv[1] == "session-child":
         os.setsid()  # its own session and process group: out of reach of a signal to the step's group
@@ -675,8 +678,10 @@ def test_a_closed_stdout_mid_run_does_not_stop_the_run(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_ends_a_child_still_printing_after_the_step_itself_exited(tmp_path: Path) -> None:
-    """The child stays in the step's process group (no setsid); the step's own process is already dead."""
+def test_a_child_still_printing_after_the_step_exited_is_relayed_and_left_running(tmp_path: Path) -> None:
+    """The step is done when its own process exits (issue 7, point 1): the next step starts while
+    the child it left (in its process group, no setsid) keeps printing, and Lynx keeps relaying
+    that output; Ctrl+C during the next step ends that step, not what an earlier one left."""
     script = pid_step(
         tmp_path,
         "leaves_a_child.py",
@@ -696,25 +701,38 @@ def test_ctrl_c_ends_a_child_still_printing_after_the_step_itself_exited(tmp_pat
             print("main process exits", flush=True)
         """,
     )
-    config = one_step_config(tmp_path, script)
+    waiter = pid_step(
+        tmp_path,
+        "waiter.py",
+        """
+        import signal, time
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        record_pid("waiter.pid")
+        time.sleep(60)
+        """,
+    )
+    config = write_config(tmp_path, f"steps:\n  - script: {script}\n  - script: {waiter}\n")
     processes: list[psutil.Process] = []
     with RunningLynx("start", "-ni", "-cf", str(config), cwd=tmp_path) as lynx:
         try:
             child = wait_for_pid(lynx, tmp_path / "child.pid")
             processes.append(child)
-            main = wait_for_pid(lynx, tmp_path / "main.pid")
-            wait_for(lambda: is_gone(main), timeout=20)
-            assert os.getpgid(child.pid) == main.pid
-            # Lynx is still relaying the child's output after the step's own process ended.
+            waiting = wait_for_pid(lynx, tmp_path / "waiter.pid")
+            processes.append(waiting)
+            # The step's own process has ended (the next one runs); its child is still in its group.
+            assert os.getpgid(child.pid) == int((tmp_path / "main.pid").read_text())
+            # Lynx is still relaying the child's output while the next step runs.
             seen = lynx.stdout.count(b"child still working")
             wait_for(lambda: lynx.stdout.count(b"child still working") >= seen + 3)
             assert lynx.popen.poll() is None
             lynx.signal(signal.SIGINT)
             code = lynx.wait(timeout=ESCALATION_TIMEOUT)
-            wait_for(lambda: is_gone(child), timeout=10)
+            wait_for(lambda: is_gone(waiting), timeout=10)
+            assert not is_gone(child), "Lynx ended what an earlier step left running"
         finally:
             kill_leftovers(processes)
     assert code == 130, lynx.out + lynx.err
+    assert "Step 1 (" in lynx.out and "completed successfully" in lynx.out
     assert "Traceback" not in lynx.out + lynx.err
 
 
@@ -732,6 +750,7 @@ def test_output_of_an_interrupted_step_is_kept_to_its_last_byte(tmp_path: Path) 
             sys.exit(0)
 
         signal.signal(signal.SIGTERM, save)
+        signal.signal(signal.SIGINT, save)  # Ctrl+C reaches the step as SIGINT
         sys.stdout.write("progress 50%")
         sys.stdout.flush()
         time.sleep(60)
@@ -800,3 +819,196 @@ def test_a_closed_stdout_is_reported_once(tmp_path: Path) -> None:
     assert "Traceback" not in errors
     about_the_screen = [line for line in errors.splitlines() if "screen" in line.lower()]
     assert len(about_the_screen) == 1, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 7, odd environments (points 20-21): closed streams, a deleted working directory, a
+# terminal a step made non-blocking, color variables, shell completion, the README's example
+# ---------------------------------------------------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+DURATION = re.compile(r" +\d+(\.\d+)? s$")
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
+@pytest.mark.parametrize("exit_code", [0, 3])
+def test_closed_standard_streams_at_start_run_normally_and_keep_the_exit_code(
+    tmp_path: Path, closed: str, exit_code: int
+) -> None:
+    marker_step(tmp_path, "step.py", exit_code=exit_code)
+    write_config(tmp_path, "steps:\n  - script: step.py\n")
+    log = tmp_path / "lynx.log"
+    command = " ".join(shlex.quote(word) for word in [*lynx_command(), "start", "-ni", "-lf", str(log)])
+    errors = tmp_path / "errors.txt"
+
+    # The shell closes the streams for Lynx only; its own stderr goes to errors.txt.
+    code = subprocess.run(
+        ["sh", "-c", f"{command} -cf config.yaml {closed}"],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(errors, "wb"),  # noqa: SIM115 - closed with the process
+        timeout=60,
+    ).returncode
+
+    assert code == (0 if exit_code == 0 else 1), errors.read_text()
+    assert "Traceback" not in errors.read_text()
+    assert ran(tmp_path) == ["step.py"]
+    logged = log.read_text()
+    assert "output of step.py" in logged
+    assert ("All 1 step completed successfully." in logged) == (exit_code == 0)
+
+
+@pytest.mark.parametrize(
+    "command", [["start", "-ni"], ["start", "-bg", "-lf", "/dev/null"], ["stop", "-y"], ["history"], ["validate"]]
+)
+def test_a_deleted_working_directory_is_one_error_line(tmp_path: Path, command: list[str]) -> None:
+    marker_step(tmp_path, "step.py")
+    config = write_config(tmp_path, f"steps:\n  - script: {tmp_path / 'step.py'}\n")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    lynx = " ".join(shlex.quote(word) for word in [*lynx_command(), *command])
+
+    result = subprocess.run(
+        ["sh", "-c", f"cd {shlex.quote(str(gone))} && rmdir {shlex.quote(str(gone))} && exec {lynx} -cf {config}"]
+        if command[0] in ("start", "validate")
+        else ["sh", "-c", f"cd {shlex.quote(str(gone))} && rmdir {shlex.quote(str(gone))} && exec {lynx}"],
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "directory" in errors[0], result.stderr
+    assert ran(tmp_path) == []
+
+
+def test_a_terminal_a_step_made_non_blocking_still_gets_every_line(tmp_path: Path) -> None:
+    import pexpect
+
+    written = tmp_path / "all-written"
+    count = 5000
+    # Terminal flags belong to the terminal: O_NONBLOCK set on the step's input (the terminal it
+    # inherits) is set on Lynx's screen too.
+    write_script(
+        tmp_path,
+        "nonblocking.py",
+        f"""
+        import fcntl, os, sys
+        fcntl.fcntl(0, fcntl.F_SETFL, fcntl.fcntl(0, fcntl.F_GETFL) | os.O_NONBLOCK)
+        for number in range({count}):
+            print(f"line {{number:05d}} " + "x" * 60)
+        sys.stdout.flush()
+        open({str(written)!r}, "w").close()
+        """,
+    )
+    write_config(tmp_path, "steps:\n  - script: nonblocking.py\n")
+    command = [*lynx_command(), "start", "-cf", "config.yaml"]
+    child = pexpect.spawn(command[0], command[1:], cwd=str(tmp_path), env=clean_env(), timeout=60)
+    try:
+        # Nothing is read until the step has written everything: the terminal's buffer is full
+        # long before that, so Lynx's screen writes meet EAGAIN.
+        wait_for(written.exists, timeout=60)
+        child.expect(pexpect.EOF)
+        output = child.before
+        child.close()
+    finally:
+        if child.isalive():
+            child.close(force=True)
+
+    assert child.exitstatus == 0, output[-2000:]
+    numbers = re.findall(rb"line (\d{5}) x{60}\r\n", output)
+    assert numbers == [b"%05d" % number for number in range(count)]
+    assert b"Step 1 (nonblocking.py) completed successfully." in output
+    assert b"Traceback" not in output
+
+
+def colored_run(tmp_path: Path, terminal: bool, **environ: str) -> str:
+    marker_step(tmp_path, "ok.py")
+    write_config(tmp_path, "steps:\n  - script: ok.py\n")
+    env = clean_env(TERM="xterm")
+    del env["NO_COLOR"]
+    env.update(environ)
+    if not terminal:
+        result = run_lynx("start", "-cf", "config.yaml", cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+    import pexpect
+
+    command = [*lynx_command(), "start", "-cf", "config.yaml"]
+    child = pexpect.spawn(command[0], command[1:], cwd=str(tmp_path), env=env, encoding="utf-8", timeout=60)
+    try:
+        child.expect(pexpect.EOF)
+        child.close()
+    finally:
+        if child.isalive():
+            child.close(force=True)
+    assert child.exitstatus == 0, child.before
+    return str(child.before)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "environ", "colored"),
+    [
+        (True, {"NO_COLOR": ""}, True),
+        (False, {"FORCE_COLOR": "1"}, True),
+        (False, {"FORCE_COLOR": ""}, False),
+        (True, {"FORCE_COLOR": "1", "TERM": "dumb"}, True),
+        (True, {"NO_COLOR": "1", "FORCE_COLOR": "1"}, False),
+    ],
+    ids=["empty NO_COLOR", "FORCE_COLOR", "empty FORCE_COLOR", "FORCE_COLOR with TERM=dumb", "both"],
+)
+def test_no_color_counts_only_when_non_empty_and_force_color_forces_color(
+    tmp_path: Path, terminal: bool, environ: dict[str, str], colored: bool
+) -> None:
+    output = colored_run(tmp_path, terminal, **environ)
+
+    progress = next(line for line in output.splitlines() if "Processing Step 1: ok.py..." in line)
+    assert bool(ANSI.search(progress)) == colored, repr(progress)
+
+
+@pytest.mark.parametrize("words", ["start -cf", "start --config-file", "start -lf", "start --log-file", "validate -cf"])
+def test_config_and_log_file_options_complete_file_names(tmp_path: Path, words: str) -> None:
+    result = run_lynx(
+        cwd=tmp_path,
+        env=clean_env(_LYNX_COMPLETE="bash_complete", COMP_WORDS=f"lynx {words} con", COMP_CWORD="3"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["file,con"]
+
+
+def test_the_readmes_first_example_is_what_lynx_start_prints(tmp_path: Path) -> None:
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    for folder in ("conf", "tasks", "data"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+
+    result = run_lynx("start", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Durations in the run summary differ from run to run.
+    printed = [DURATION.sub(" N s", line) for line in result.stdout.splitlines()]
+    example = [DURATION.sub(" N s", line) for line in example]
+    assert printed[0] == example[0]
+    assert printed[-1] == example[-1]
+    # Each part of the example between "..." lines is printed as written, in order.
+    position = 0
+    parts: list[list[str]] = [[]]
+    for line in example:
+        if line == "...":
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    for part in parts:
+        while printed[position : position + len(part)] != part:
+            position += 1
+            assert position < len(printed), f"not printed as in the README: {part}"
+        position += len(part)

@@ -518,7 +518,8 @@ def test_interactive_run_with_stdin_at_end_of_input_ends_with_exit_1(tmp_path: P
 
 
 SLEEPING_STEP = """
-import os, time
+import os, signal, time
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # a forwarded Ctrl+C ends it quietly, without a traceback
 with open("step.pid.tmp", "w") as handle:
     handle.write(str(os.getpid()))
 os.replace("step.pid.tmp", "step.pid")
