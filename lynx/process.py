@@ -68,6 +68,8 @@ class StepGuard:
         self._lock = threading.RLock()
         self._running: tuple[subprocess.Popen[bytes], str] | None = None
         self._stopping = threading.Event()
+        # What stop() forwards first: what Lynx received (SIGINT for Ctrl+C).
+        self.stop_signal: int = signal.SIGTERM
         self._suspended: tuple[list[Any], float] | None = None
         self._paused = 0.0
         self._leftovers: _Leftovers | None = None
@@ -78,6 +80,7 @@ class StepGuard:
 
     def stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
         """End the running step, if any, ``signum`` first; no step starts after this."""
+        self.stop_signal = signum
         self._stopping.set()
         with self._lock:
             running = self._running

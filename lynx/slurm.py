@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
-from lynx.process import StepExit, StepGuard, _signals_deferred, describe_interruption, run_step
+from lynx.process import StepExit, StepGuard, _signals_deferred, describe_interruption, forwarded_signal, run_step
 
 if TYPE_CHECKING:
     from lynx.config import Step
@@ -213,7 +214,7 @@ def run_job(
             now = time.monotonic()
             if ended_by is None and guard.stopping:
                 ended_by = "Lynx is stopping"
-                job.cancel(ended_by, worker, inner)
+                job.cancel(ended_by, worker, inner, first=guard.stop_signal)
             elif ended_by is None and deadline is not None and now >= deadline:
                 ended_by = f"timed out after {step.timeout:g} s"
                 job.cancel(ended_by, worker, inner)
@@ -222,7 +223,7 @@ def run_job(
                 poll = min(poll * 2, LONGEST_POLL)
                 next_look = now + poll
     except BaseException as error:
-        job.cancel(describe_interruption(error), worker, inner)
+        job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error))
         raise
     if "error" in outcome:
         error = outcome["error"]
@@ -309,8 +310,13 @@ class _Job:
             log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
         return found
 
-    def cancel(self, reason: str, worker: threading.Thread, inner: StepGuard) -> None:
-        """scancel the job, wait until SLURM says it has ended, then make sure srun has exited."""
+    def cancel(self, reason: str, worker: threading.Thread, inner: StepGuard, first: int = signal.SIGTERM) -> None:
+        """End the job, wait until SLURM says it has ended, then make sure srun has exited.
+
+        A running job first gets ``first`` when it is not SIGTERM (SIGINT for Ctrl+C, so the task's
+        ``except KeyboardInterrupt`` runs, as for a local step); then, or at once, it is cancelled
+        (scancel: SIGTERM), and killed if it outlives the grace.
+        """
         with _signals_deferred():
             found = self.find()
             if found is None:
@@ -320,18 +326,31 @@ class _Job:
                 worker.join()
                 found = self.find()
             if found is not None and found.state in ACTIVE_STATES:
-                log.warning(f"{self.label} {reason}: cancelling SLURM job {found.job_id} (scancel).")
-                self._scancel(found.job_id)
-                if not self._wait_ended(inner.grace):
-                    log.warning(f"SLURM job {found.job_id} still runs {inner.grace:g} s after scancel: killing it.")
-                    self._scancel(found.job_id, "--signal=KILL", "--full")
-                    if not self._wait_ended(CANCEL_WAIT):
-                        log.error(f"SLURM job {found.job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
-                log.info(f"SLURM job {found.job_id} has ended.")
+                job_id = found.job_id
+                if first != signal.SIGTERM and found.state == "RUNNING":  # a pending job cannot be signalled
+                    name = signal.Signals(first).name
+                    log.warning(f"{self.label} {reason}: sending {name} to SLURM job {job_id} (scancel).")
+                    self._scancel(job_id, f"--signal={name[3:]}")
+                    if not self._wait_ended(inner.grace):
+                        log.warning(f"SLURM job {job_id} still runs {inner.grace:g} s after {name}: cancelling it.")
+                        self._end(job_id, inner.grace)
+                else:
+                    log.warning(f"{self.label} {reason}: cancelling SLURM job {job_id} (scancel).")
+                    self._end(job_id, inner.grace)
+                log.info(f"SLURM job {job_id} has ended.")
             worker.join(COMMAND_TIMEOUT)
             if worker.is_alive():
                 inner.stop(reason)
                 worker.join()
+
+    def _end(self, job_id: str, grace: float) -> None:
+        """scancel the job (its tasks get SIGTERM); SIGKILL if it still runs ``grace`` seconds later."""
+        self._scancel(job_id)
+        if not self._wait_ended(grace):
+            log.warning(f"SLURM job {job_id} still runs {grace:g} s after scancel: killing it.")
+            self._scancel(job_id, "--signal=KILL", "--full")
+            if not self._wait_ended(CANCEL_WAIT):
+                log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
 
     def _scancel(self, job_id: str, *options: str) -> None:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):

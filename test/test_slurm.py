@@ -254,14 +254,58 @@ def _spawn(tmp_path: Path, pipeline: str) -> pexpect.spawn:
     )
 
 
-@pytest.mark.parametrize("state", ["running", "pending"])
-def test_ctrl_c_cancels_the_job(tmp_path: Path, pipeline: str, state: str) -> None:
-    job_script(tmp_path, "train.py", "time.sleep(600)")
-    slurm = "{}" if state == "running" else "{begin: now+3600}"
-    write_config(tmp_path, f"steps:\n  - script: train.py\n    slurm: {slurm}\n", name=f"{pipeline}.yaml")
+CHECKPOINT_ON_CTRL_C = """
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    print("saving a checkpoint", flush=True)
+    open("checkpoint", "w").close()
+"""
+
+
+def test_ctrl_c_reaches_a_running_job_as_keyboard_interrupt(tmp_path: Path, pipeline: str) -> None:
+    """As for a local step: SIGINT first (scancel --signal=INT), so the job can save its checkpoint."""
+    job_script(tmp_path, "train.py", CHECKPOINT_ON_CTRL_C)
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     child = _spawn(tmp_path, pipeline)
     try:
-        child.expect("runs as SLURM job" if state == "running" else r"queued as SLURM job \d+ \(BeginTime\)")
+        child.expect("started")
+        assert len(jobs_of(pipeline)) == 1
+        child.sendintr()
+        child.expect(r"sending SIGINT to SLURM job \d+ \(scancel\)")
+        child.expect("saving a checkpoint")
+        child.expect(r"SLURM job \d+ has ended\.")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert (tmp_path / "checkpoint").exists()
+    assert jobs_of(pipeline) == []
+
+
+def test_ctrl_c_cancels_a_job_that_ignores_sigint_after_the_grace(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    child = _spawn(tmp_path, pipeline)
+    try:
+        child.expect("started")
+        child.sendintr()
+        child.expect(r"sending SIGINT to SLURM job \d+ \(scancel\)")
+        child.expect(r"SLURM job \d+ still runs 5 s after SIGINT: cancelling it\.")
+        child.expect(r"SLURM job \d+ has ended\.")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert jobs_of(pipeline) == []
+
+
+def test_ctrl_c_cancels_a_pending_job(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {begin: now+3600}\n", name=f"{pipeline}.yaml")
+    child = _spawn(tmp_path, pipeline)
+    try:
+        child.expect(r"queued as SLURM job \d+ \(BeginTime\)")
         assert len(jobs_of(pipeline)) == 1
         child.sendintr()
         child.expect(r"cancelling SLURM job \d+ \(scancel\)")
