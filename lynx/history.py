@@ -165,9 +165,7 @@ def read_runs(directory: str, *, limit: int | None = None, name: str | None = No
     needle = name.encode("utf-8") if name is not None and _plain(name) else None
     runs: list[dict[str, Any]] = []
     for file in (path, path + ".1"):
-        for line in _lines_backwards(file):
-            if needle is not None and needle not in line:
-                continue
+        for line in _lines_backwards(file, needle):
             try:
                 run = json.loads(line)
             except ValueError:
@@ -189,8 +187,9 @@ def run_name(run: dict[str, Any]) -> str:
     return os.path.splitext(os.path.basename(config))[0] if isinstance(config, str) else ""
 
 
-def _lines_backwards(path: str) -> Iterator[bytes]:
-    """The file's non-empty lines, last first, read a block at a time from the end."""
+def _lines_backwards(path: str, needle: bytes | None = None) -> Iterator[bytes]:
+    """The file's non-empty lines (holding ``needle``, if given), last first, read a block at a time
+    from the end; a block without the needle is passed over whole."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
     except FileNotFoundError:
@@ -203,12 +202,17 @@ def _lines_backwards(path: str) -> Iterator[bytes]:
             position -= step
             handle.seek(position)
             block = handle.read(step) + rest
+            if needle is not None and needle not in block:
+                # The lines after the first are all in it: none of them holds the needle.
+                cut = block.find(b"\n")
+                rest = block if cut < 0 else block[:cut]
+                continue
             lines = block.split(b"\n")
             rest = lines[0]
             for line in reversed(lines[1:]):
-                if line.strip():
+                if line.strip() and (needle is None or needle in line):
                     yield line
-        if rest.strip():
+        if rest.strip() and (needle is None or needle in rest):
             yield rest
 
 
