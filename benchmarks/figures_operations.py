@@ -32,7 +32,7 @@ from harness import (
 )
 
 # The last commit before issue 8's history, status and logs: its one-shot run is the import baseline.
-BEFORE_ISSUE_8 = "80e32f0"
+BEFORE_ISSUE_8 = "32f2902"
 HISTORY_LINES = 100_000
 
 # Runs in a process of its own: one real run records the reporter calls, which are then replayed
@@ -196,7 +196,7 @@ def _old_lynx(root: Path) -> Path:
 
 
 def figure_imports(bench: Bench) -> list[Row]:
-    """The modules a one-shot run imports (``-X importtime``) vs the same run before issue 8 (80e32f0)."""
+    """The modules a one-shot run imports (``-X importtime``) vs the same run before issue 8 (32f2902)."""
     cwd = bench.folder("imports")
     write(cwd, "step.py", TRIVIAL_STEP)
     write(cwd, "one-step.yaml", steps_config([("step.py", [])]))

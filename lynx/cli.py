@@ -172,6 +172,7 @@ def validate(config_file: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per scheduler.")
 def status(name: str | None, as_json: bool) -> int:
     """Show the background Lynx schedulers of this directory: state, next run, last run."""
+    _require_working_directory()
     from lynx.commands.status import status as run_status
 
     return run_status(name, as_json=as_json)
@@ -183,6 +184,7 @@ def status(name: str | None, as_json: bool) -> int:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines, across rotations, until Ctrl+C.")
 def logs(name: str | None, lines: int, follow: bool) -> int:
     """Print the end of a background Lynx's log file (NAME: which one, when several run)."""
+    _require_working_directory()
     from lynx.commands.logs import logs as run_logs
 
     return run_logs(name, lines=lines, follow=follow)

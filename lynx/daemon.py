@@ -11,6 +11,7 @@ import enum
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,9 +24,6 @@ from lynx.errors import LynxError
 from lynx.state import SchedulerEntry
 
 PID_FILE = ".lynx_pid.json"
-PID_FILE_KEYS = (
-    "pid", "name", "exe", "cmdline", "status", "username", "create_time", "config_file", "log_file", "started_at"
-)  # fmt: skip
 # The scheduler gets its step's grace (process.TERMINATE_GRACE) plus this long after SIGTERM to
 # end its step and exit; then whatever is left of its tree is killed.
 STOP_EXTRA_GRACE = 5.0
@@ -35,15 +33,15 @@ STOP_EXTRA_GRACE = 5.0
 CREATE_TIME_TOLERANCE = 1.0
 # The detached scheduler's first act: wait until the launcher has recorded it ("go" on its
 # standard input); an end of input without it means the record failed, so it ends untouched.
-_BOOT_MARK = "from lynx.cli import main"
-_BOOT = (
+_BOOT_HEAD = (
     "import os, sys; go = b''.join(iter(lambda: os.read(0, 64), b'')); go == b'go' or sys.exit(1); "
-    "null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null); "
-    "sys.path.insert(0, {root!r}); " + _BOOT_MARK + "; main()"
+    "null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null); sys.path.insert(0, "
 )
+_BOOT_TAIL = "); from lynx.cli import main; main()"
 # The original Lynx ran its scheduler as 'python schedular.py ...'.
 _ORIGINAL_SCRIPTS = ("schedular.py", "scheduler.py")
-_UNTOUCHED = "nothing was signalled. Remove the file if no Lynx runs from here."
+_PYTHON = re.compile(r"(python|pypy)[0-9.]*")
+_UNTOUCHED = "it is left alone and nothing it names is signalled. Remove the file if no Lynx runs from here."
 
 
 class Liveness(enum.Enum):
@@ -51,6 +49,10 @@ class Liveness(enum.Enum):
     GONE = "gone"
     # The PID is alive but belongs to a process other than the recorded one.
     REUSED = "reused"
+    # The recorded process runs, but it is not a Lynx scheduler: the record describes another program.
+    FOREIGN = "foreign"
+    # The process cannot be looked at (another user's, or /proc mounted with hidepid): maybe alive.
+    UNKNOWN = "unknown"
 
 
 def read_pid_file(path: Path) -> SchedulerEntry | None:
@@ -141,6 +143,17 @@ def registered(directory: Path, *, on_error: Callable[[str], None] | None = None
     return entries
 
 
+def unreadable_entry(directory: Path, name: str) -> str | None:
+    """Why the entry of scheduler ``name`` cannot be read, if it exists and cannot."""
+    try:
+        state.read_entry(state.entry_path(directory, name))
+    except FileNotFoundError:
+        return None
+    except LynxError as error:
+        return error.message
+    return None
+
+
 def is_legacy(entry: SchedulerEntry) -> bool:
     return entry.path is not None and entry.path.name == PID_FILE
 
@@ -164,7 +177,7 @@ def kernel_start(pid: int) -> tuple[int, str] | None:
 
 
 def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
-    """Whether the recorded process still runs, with its psutil process when it does."""
+    """Whether the recorded Lynx scheduler still runs, with its psutil process when it does."""
     import psutil
 
     try:
@@ -173,34 +186,37 @@ def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
             return Liveness.GONE, None
         if tuple(process.cmdline()) != entry.cmdline:
             return Liveness.REUSED, None
-        if entry.start_ticks is not None and entry.boot_id is not None:
-            now = kernel_start(entry.pid)
-            if now is not None:
-                same = now == (entry.start_ticks, entry.boot_id)
-                return (Liveness.ALIVE, process) if same else (Liveness.REUSED, None)
-        if entry.create_time is not None and abs(process.create_time() - entry.create_time) > CREATE_TIME_TOLERANCE:
+        if entry.start_ticks is not None and entry.boot_id is not None and (now := kernel_start(entry.pid)):
+            if now != (entry.start_ticks, entry.boot_id):
+                return Liveness.REUSED, None
+        elif entry.create_time is not None and abs(process.create_time() - entry.create_time) > CREATE_TIME_TOLERANCE:
             return Liveness.REUSED, None
+        if not is_lynx_scheduler(entry.cmdline):
+            return Liveness.FOREIGN, None
         return Liveness.ALIVE, process
     except psutil.NoSuchProcess:
         return Liveness.GONE, None
     except psutil.Error:
-        return Liveness.REUSED, None
+        return Liveness.UNKNOWN, None
 
 
 def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
-    """Lynx's own detached start (``python -c '…lynx.cli…' start … --detached``) or the original
-    Lynx's ``python schedular.py``."""
-    if len(cmdline) >= 3 and cmdline[1] == "-c" and _BOOT_MARK in cmdline[2] and "--detached" in cmdline[3:]:
-        return True
-    return any(os.path.basename(word) in _ORIGINAL_SCRIPTS for word in cmdline[1:3])
+    """Python running Lynx's own detached start (``-c '…lynx.cli…' start … --detached``) or the
+    original Lynx's ``schedular.py``."""
+    if len(cmdline) >= 3 and cmdline[1] == "-c":
+        boot = cmdline[2]
+        return boot.startswith(_BOOT_HEAD) and boot.endswith(_BOOT_TAIL) and "--detached" in cmdline[3:]
+    return (
+        len(cmdline) >= 2
+        and _PYTHON.fullmatch(os.path.basename(cmdline[0])) is not None
+        and os.path.basename(cmdline[1]) in _ORIGINAL_SCRIPTS
+    )
 
 
 def not_signallable(entry: SchedulerEntry, process: Any) -> str | None:
-    """Why a live recorded process must not be signalled (not a Lynx scheduler, not yours), or None."""
+    """Why a live recorded Lynx scheduler must not be signalled (it is not yours), or None."""
     import psutil
 
-    if not is_lynx_scheduler(entry.cmdline):
-        return f"PID {entry.pid} ({' '.join(entry.cmdline)[:80]}) is not a Lynx scheduler"
     try:
         if process.uids().real != os.getuid():
             return f"PID {entry.pid} belongs to user {process.username()}, not to you"
@@ -242,8 +258,12 @@ def start_detached(
     """
     with directory_lock(directory):
         state.check_writable(directory)
-        for entry in registered(directory):
-            if liveness(entry)[0] is not Liveness.ALIVE:
+        # Records that cannot be read stand in the way only of their own name.
+        problem = unreadable_entry(directory, name)
+        if problem is not None:
+            raise LynxError(problem)
+        for entry in registered(directory, on_error=lambda message: None):
+            if liveness(entry)[0] not in (Liveness.ALIVE, Liveness.UNKNOWN):
                 continue
             if is_legacy(entry):
                 raise LynxError(
@@ -257,7 +277,7 @@ def start_detached(
                 )
         root = str(Path(__file__).resolve().parent.parent)
         popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOT.format(root=root), *arguments],
+            [sys.executable, "-c", _BOOT_HEAD + repr(root) + _BOOT_TAIL, *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -313,24 +333,49 @@ def _describe(pid: int, name: str, **fields: Any) -> SchedulerEntry:
 
 
 def forget(directory: Path, entry: SchedulerEntry) -> None:
-    """Remove ``entry``'s record; ``.lynx_pid.json`` then describes the newest scheduler left, if any."""
-    if is_legacy(entry):
-        with contextlib.suppress(FileNotFoundError):
-            (directory / PID_FILE).unlink()
-        return
-    state.remove_entry(entry)
+    """Remove ``entry``'s record; ``.lynx_pid.json`` then describes the newest scheduler left, if any.
+
+    Raises:
+        LynxError: a record cannot be removed or rewritten (a read-only directory).
+    """
     try:
-        mirrored = read_pid_file(directory / PID_FILE)
-    except LynxError:
-        return
-    if mirrored is None or not _same_record(mirrored, entry):
-        return
-    left = [each for each in state.read_entries(directory) if liveness(each)[0] is Liveness.ALIVE]
-    if left:
-        write_pid_file(directory, max(left, key=lambda each: each.started_at or ""))
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            (directory / PID_FILE).unlink()
+        if is_legacy(entry):
+            with contextlib.suppress(FileNotFoundError):
+                (directory / PID_FILE).unlink()
+            return
+        state.remove_entry(entry)
+        try:
+            mirrored = read_pid_file(directory / PID_FILE)
+        except LynxError:
+            return
+        if mirrored is None or not _same_record(mirrored, entry):
+            return
+        entries = state.read_entries(directory, on_error=lambda message: None)
+        left = [each for each in entries if liveness(each)[0] is Liveness.ALIVE]
+        if left:
+            write_pid_file(directory, max(left, key=lambda each: (each.started_at or "", each.start_ticks or 0)))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / PID_FILE).unlink()
+    except OSError as error:
+        raise LynxError(
+            f"cannot remove the record of '{entry.name}' in {directory}: {error.strerror or error}"
+        ) from None
+
+
+def select(entries: list[SchedulerEntry], name: str | None) -> list[SchedulerEntry]:
+    """The entries of scheduler ``name`` (all of them when None).
+
+    Raises:
+        LynxError: none has that name.
+    """
+    if name is None:
+        return entries
+    chosen = [entry for entry in entries if entry.name == name]
+    if not chosen:
+        recorded = f"recorded here: {', '.join(e.name for e in entries)}" if entries else "none is recorded here"
+        raise LynxError(f"no background Lynx named '{name}' here; {recorded}")
+    return chosen
 
 
 def pid_now_taken(pid: int) -> str | None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lynx.errors import ConfigError, LynxError
+from lynx.history import STATE_DIR
 
-STATE_DIR = ".lynx"
 SCHEDULERS_DIR = "schedulers"
 # Short words that are safe file names everywhere: no leading '.' (hidden files, '..') or '-' (options).
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -97,7 +97,12 @@ def write_json_atomically(path: Path, data: Any, *, durable: bool = True) -> Non
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.fchmod(fd, 0o644)  # whatever the umask
-            os.write(fd, text.encode("utf-8"))
+            data = memoryview(text.encode("utf-8"))
+            while data:  # a short write (a full disk) must not be moved into place as the record
+                written = os.write(fd, data)
+                if not written:
+                    raise OSError(28, "no space left on the device")
+                data = data[written:]
             if durable:
                 os.fsync(fd)
         finally:
@@ -148,7 +153,7 @@ def read_entry(path: Path) -> SchedulerEntry:
     except (OSError, UnicodeDecodeError, ValueError) as error:
         if isinstance(error, FileNotFoundError):
             raise
-        raise LynxError(f"{path}: cannot read it ({error}); nothing was signalled") from None
+        raise LynxError(f"{path}: cannot read it ({error}); {_left_alone(path)}") from None
     known = set(_ENTRY_KEYS)
     try:
         if not isinstance(data, dict):
@@ -162,8 +167,12 @@ def read_entry(path: Path) -> SchedulerEntry:
         if entry.name != path.stem:
             raise TypeError(f"its name is not {path.stem!r}")
     except TypeError as error:
-        raise LynxError(f"{path} is not a Lynx scheduler entry ({error}); nothing was signalled") from None
+        raise LynxError(f"{path} is not a Lynx scheduler entry ({error}); {_left_alone(path)}") from None
     return replace(entry, cmdline=tuple(entry.cmdline), path=path)
+
+
+def _left_alone(path: Path) -> str:
+    return f"it is left alone; remove it if no background Lynx named '{path.stem}' runs here"
 
 
 def read_entries(directory: Path, *, on_error: Callable[[str], None] | None = None) -> list[SchedulerEntry]:

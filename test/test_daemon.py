@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -57,6 +58,8 @@ def workdir(lynx_dir: Path) -> Iterator[Path]:
 def bystander() -> Iterator[subprocess.Popen[bytes]]:
     """A ``sleep 60`` that is not Lynx's: nothing may signal it."""
     sleeper = subprocess.Popen(["sleep", "60"])
+    # Until it has exec'd, the child still shows this interpreter's command line.
+    wait_for(lambda: psutil.Process(sleeper.pid).cmdline() == ["sleep", "60"], timeout=10)
     yield sleeper
     sleeper.kill()
     sleeper.wait()
@@ -606,12 +609,17 @@ def test_stop_never_signals_a_process_that_is_not_a_lynx_scheduler(
         path.parent.mkdir(parents=True)
         record["name"] = "sleeper"
     path.write_text(json.dumps(record))
+    # No Lynx scheduler runs here: status says so.
+    status = run_lynx("status", "--json", cwd=workdir)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert [row["state"] for row in json.loads(status.stdout)] == ["dead"]
     result = run_lynx("stop", "-y", cwd=workdir)
     assert result.returncode == 1, result.stdout + result.stderr
     assert_one_error_line(result)
-    assert "is not a Lynx scheduler" in result.stderr
+    assert "is not a Lynx scheduler; it was not signalled" in result.stderr
     assert bystander.poll() is None
-    assert path.exists()
+    # The record describes no Lynx: it is cleaned up, as one whose PID was reused.
+    assert not path.exists()
 
 
 def test_stop_refuses_a_reused_pid_in_an_entry(workdir: Path, bystander: subprocess.Popen[bytes]) -> None:
@@ -815,3 +823,134 @@ def test_a_pid_file_of_an_ended_process_with_other_keys_is_read(workdir: Path, e
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"The Lynx process (PID {ended.pid}) has already ended" in result.stdout
     assert not (workdir / PID_FILE).exists()
+
+
+# --- what a review of issues 7 and 8 found ---------------------------------------------------------
+
+
+def test_a_program_that_only_names_scheduler_py_is_never_signalled(workdir: Path) -> None:
+    """The original Lynx's scheduler is Python running schedular.py/scheduler.py, not any program naming it."""
+    (workdir / "scheduler.py").write_text("")
+    tail = subprocess.Popen(["tail", "-f", "scheduler.py"], cwd=workdir, stdout=subprocess.DEVNULL)
+    try:
+        process = psutil.Process(tail.pid)
+        wait_for(lambda: process.cmdline() == ["tail", "-f", "scheduler.py"], timeout=10)
+        record = fake_record(tail.pid, process.create_time(), cmdline=process.cmdline(), name="tail")
+        (workdir / PID_FILE).write_text(json.dumps(record))
+        result = run_lynx("stop", "-y", cwd=workdir)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert_one_error_line(result)
+        assert "is not a Lynx scheduler; it was not signalled" in result.stderr
+        assert tail.poll() is None
+    finally:
+        tail.kill()
+        tail.wait()
+
+
+def test_stop_all_stops_the_live_schedulers_and_reports_the_rest(
+    workdir: Path, bystander: subprocess.Popen[bytes]
+) -> None:
+    """A reused PID's entry and an unreadable entry are reported (exit 1), and keep nobody from being stopped."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log", "--name", "real").returncode == 0
+    (scheduler,) = schedulers_in(workdir)
+    process = psutil.Process(bystander.pid)
+    ghost = fake_record(bystander.pid, process.create_time() - 100, cmdline=process.cmdline(), name="ghost")
+    (workdir / ".lynx" / "schedulers" / "ghost.json").write_text(json.dumps(ghost))
+    (workdir / ".lynx" / "schedulers" / "junk.json").write_text('{"name": "junk"')
+
+    result = run_lynx("stop", "--all", "-y", cwd=workdir)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert "Stopped the background Lynx 'real'" in result.stdout
+    assert f"PID {bystander.pid} now belongs to another process" in result.stderr
+    assert "junk.json: cannot read it" in result.stderr
+    assert is_gone(scheduler.pid, scheduler.create_time())
+    assert bystander.poll() is None
+    assert not (workdir / ".lynx" / "schedulers" / "ghost.json").exists()
+    assert (workdir / ".lynx" / "schedulers" / "junk.json").exists()
+
+
+def test_an_unreadable_entry_blocks_only_a_start_of_its_own_name(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    (workdir / ".lynx" / "schedulers").mkdir(parents=True)
+    (workdir / ".lynx" / "schedulers" / "junk.json").write_text('{"name": "junk"')
+
+    same = start_background(workdir, config, "-lf", "x.log", "--name", "junk")
+    assert same.returncode == 1, same.stdout + same.stderr
+    assert_one_error_line(same)
+    assert "junk.json: cannot read it" in same.stderr
+    assert "remove it if no background Lynx named 'junk' runs here" in same.stderr
+    assert schedulers_in(workdir) == []
+
+    other = start_background(workdir, config, "-lf", "x.log", "--name", "ok")
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert len(schedulers_in(workdir)) == 1
+    assert run_lynx("stop", "ok", "-y", cwd=workdir).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr to make the state folder unchangeable")
+def test_stop_says_when_the_record_of_a_stopped_scheduler_cannot_be_removed(workdir: Path) -> None:
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    (scheduler,) = schedulers_in(workdir)
+    folder = workdir / ".lynx" / "schedulers"
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this file system has no immutable flag")
+    try:
+        result = run_lynx("stop", "-y", cwd=workdir)
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert "Terminating process ..." in result.stdout
+    assert "the background Lynx 'config' was stopped, but cannot remove the record of 'config'" in result.stderr
+    assert is_gone(scheduler.pid, scheduler.create_time())
+    # The next stop finds it ended and cleans up.
+    again = run_lynx("stop", "-y", cwd=workdir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "has already ended" in again.stdout
+
+
+def test_a_background_scheduler_logs_into_a_fifo(workdir: Path) -> None:
+    """The launcher does not open a FIFO to check it (that would wait for a reader, then end its input)."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    fifo = workdir / "log.fifo"
+    os.mkfifo(fifo)
+    started = start_background(workdir, config, "-lf", str(fifo))
+    assert started.returncode == 0, started.stdout + started.stderr
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while "Step 1 (step.py) completed successfully." not in "".join(lines):
+            line = reader.stdout.readline()  # type: ignore[union-attr]
+            assert line, "the FIFO was closed before a run completed"
+            lines.append(line)
+        assert "Lynx is scheduled" in "".join(lines)
+    finally:
+        assert run_lynx("stop", "-y", cwd=workdir).returncode == 0
+        reader.kill()
+        reader.wait()
+
+
+def test_logs_of_an_original_lynx_pid_file_says_it_records_no_log(workdir: Path) -> None:
+    command = [sys.executable, "-c", "import time; time.sleep(60)", "schedular.py"]
+    sleeper = subprocess.Popen(command)
+    try:
+        process = psutil.Process(sleeper.pid)
+        wait_for(lambda: process.cmdline() == command, timeout=10)
+        record = {key: fake_record(sleeper.pid, 0)[key] for key in ("pid", "name", "exe", "status", "username")}
+        record["cmdline"] = process.cmdline()
+        (workdir / PID_FILE).write_text(json.dumps(record))
+        result = run_lynx("logs", cwd=workdir)
+        assert result.returncode == 1
+        assert_one_error_line(result)
+        assert "(written by an earlier Lynx) does not say where its scheduler logs" in result.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()

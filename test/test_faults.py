@@ -861,8 +861,10 @@ def test_closed_standard_streams_at_start_run_normally_and_keep_the_exit_code(
 
 
 @pytest.mark.parametrize(
-    "command", [["start", "-ni"], ["start", "-bg", "-lf", "/dev/null"], ["stop", "-y"], ["history"], ["validate"]]
-)
+    "command",
+    [["start", "-ni"], ["start", "-bg", "-lf", "/dev/null"], ["stop", "-y"], ["history"], ["validate"], ["status"],
+     ["logs"]],
+)  # fmt: skip
 def test_a_deleted_working_directory_is_one_error_line(tmp_path: Path, command: list[str]) -> None:
     marker_step(tmp_path, "step.py")
     config = write_config(tmp_path, f"steps:\n  - script: {tmp_path / 'step.py'}\n")

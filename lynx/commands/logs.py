@@ -30,16 +30,15 @@ def logs(
     directory = directory or Path.cwd()
     out = stdout or sys.stdout.buffer
     entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
-    if name is not None:
-        entries = [entry for entry in entries if entry.name == name]
-        if not entries:
-            raise LynxError(f"no background Lynx named '{name}' is recorded here")
-    elif not entries:
+    if name is None and not entries:
         raise LynxError("no background Lynx is recorded here; start one with 'lynx start --background'")
-    elif len(entries) > 1:
+    entries = daemon.select(entries, name)
+    if len(entries) > 1:
         names = ", ".join(entry.name for entry in entries)
         raise LynxError(f"{len(entries)} background Lynx are recorded here ({names}): name one ('lynx logs NAME')")
     entry = entries[0]
+    if not entry.log_file and daemon.is_legacy(entry):
+        raise LynxError(f"{daemon.PID_FILE} (written by an earlier Lynx) does not say where its scheduler logs")
     if not entry.log_file:
         raise LynxError(f"the background Lynx '{entry.name}' was started without a log file: its output is discarded")
     path = entry.log_file

@@ -11,7 +11,7 @@ from typing import Any, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import Pipeline, load_pipeline
-from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Terminated
+from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
@@ -46,11 +46,11 @@ def start(
         raise ConfigError("--name names a background scheduler: use it with --background")
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
     pipeline = load_pipeline(config_file)
-    if options.log_file:
-        _check_log_file(options.log_file, pipeline)
     check_launchers(pipeline, environ=environ)
     if options.background:
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
+    if options.log_file:
+        _check_log_file(options.log_file, pipeline)
 
     screen = None if options.detached else stdout
     color = screen is not None and color_wanted(screen, dict(environ))
@@ -127,7 +127,6 @@ def _entry_reporter(name: str, pipeline: Pipeline) -> Any:
     """The reporter that keeps this detached scheduler's ``.lynx/`` entry current, if it has one."""
     from pathlib import Path
 
-    from lynx.errors import LynxError
     from lynx.state import EntryReporter, entry_path, read_entry
 
     directory = Path.cwd()
@@ -188,12 +187,7 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
     if log_file is not None:
         _check_log_file(log_file, pipeline)
         log_file = os.path.abspath(os.path.expanduser(log_file))
-        # Find out now, while the user is looking, that the log cannot be written.
-        try:
-            with open(log_file, "a", encoding="utf-8"):
-                pass
-        except OSError as error:
-            raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
+        _check_writable(log_file)
     config_file = os.path.abspath(pipeline.source)
     arguments = [
         "start",
@@ -224,6 +218,31 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
     )
     stdout.flush()
     return EXIT_OK
+
+
+def _check_writable(log_file: str) -> None:
+    """Find out now, while the user is looking, that the log cannot be written.
+
+    A regular file (or a new one) is opened for appending; anything else (a FIFO, a terminal) only
+    has its permission checked: opening a FIFO waits for a reader, and closing it again would end
+    that reader's input.
+    """
+    import stat
+
+    try:
+        regular = stat.S_ISREG(os.stat(log_file).st_mode)
+    except FileNotFoundError:
+        regular = True
+    except OSError as error:
+        raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
+    try:
+        if regular:
+            with open(log_file, "a", encoding="utf-8"):
+                pass
+        elif not os.access(log_file, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
 
 
 def _describe_schedule(schedule: Any) -> str:

@@ -11,8 +11,9 @@ from typing import Any, TextIO
 
 from lynx import daemon
 from lynx.daemon import Liveness
-from lynx.errors import EXIT_FAILED, EXIT_OK, LynxError
+from lynx.errors import EXIT_FAILED, EXIT_OK
 from lynx.state import SchedulerEntry
+from lynx.summary import format_duration
 
 HINT = "No background Lynx is recorded here; start one with 'lynx start --background'."
 COLUMNS = ("NAME", "PID", "STATE", "UPTIME", "SCHEDULE", "NEXT RUN", "LAST RUN", "CONFIG", "LOG")
@@ -32,17 +33,14 @@ def status(
     now = now or datetime.now().astimezone()
     # A broken record must not hide the others: it is named on stderr and left out.
     entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
-    if name is not None:
-        entries = [entry for entry in entries if entry.name == name]
-        if not entries:
-            raise LynxError(f"no background Lynx named '{name}' is recorded here")
+    entries = daemon.select(entries, name)
     rows = [describe(entry, now) for entry in entries]
     if as_json:
         stdout.write(json.dumps(rows, indent=2) + "\n")
         if not rows:
             stderr.write(HINT + "\n")
     elif rows:
-        _print_table([_cells(row, directory) for row in rows], stdout)
+        _print_table([_cells(row, directory, daemon.is_legacy(entry)) for row, entry in zip(rows, entries)], stdout)
     else:
         stdout.write(HINT + "\n")
     return EXIT_OK if any(row["state"] != "dead" for row in rows) else EXIT_FAILED
@@ -50,7 +48,8 @@ def status(
 
 def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
     """One scheduler as ``status --json`` shows it."""
-    alive = daemon.liveness(entry)[0] is Liveness.ALIVE
+    # A process that cannot be looked at (another user's) may well be alive.
+    alive = daemon.liveness(entry)[0] in (Liveness.ALIVE, Liveness.UNKNOWN)
     if not alive:
         state = "dead"
     elif entry.run_started_at is not None:
@@ -78,20 +77,22 @@ def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
     }
 
 
-def _cells(row: dict[str, Any], directory: Path) -> tuple[str, ...]:
+def _cells(row: dict[str, Any], directory: Path, legacy: bool) -> tuple[str, ...]:
+    """A row of the table; ``legacy``: from a pid file of an earlier Lynx, which records less (shown as '?')."""
     state = row["state"]
     if row["current_step"] is not None:
         state += f" (step {row['current_step']})"
+    unknown = "?" if legacy else None
     return (
         row["name"],
         str(row["pid"]),
         state,
         _duration(row["uptime_s"]) if row["uptime_s"] is not None else "-",
-        row["schedule"] or "once",
+        row["schedule"] or unknown or "once",
         _when(row["next_run"]),
         _last_run(row["last_run"]),
         _short(row["config_file"], directory),
-        _short(row["log_file"], directory) if row["log_file"] else "discarded",
+        _short(row["log_file"], directory) if row["log_file"] else unknown or "discarded",
     )
 
 
@@ -108,7 +109,7 @@ def _last_run(last: dict[str, Any] | None) -> str:
     if last.get("failed_step") is not None:
         outcome += f" at step {last['failed_step']}"
     duration = last.get("duration_s")
-    took = f" in {_duration(duration)}" if isinstance(duration, (int, float)) else ""
+    took = f" in {format_duration(duration)}" if isinstance(duration, (int, float)) else ""
     return f"{_when(last.get('started_at'))} {outcome}{took}"
 
 

@@ -34,83 +34,101 @@ def stop(
         stdout.write(line + "\n")
         stdout.flush()
 
+    # What cannot be stopped (unreadable records, ended or foreign ones, other users') is reported at
+    # the end; it never keeps the others from being stopped.
+    problems: list[str] = []
     with daemon.directory_lock(directory):
-        entries = daemon.registered(directory)
-        if not entries:
-            raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} or .lynx/ entry in {directory}")
+        entries = daemon.registered(directory, on_error=problems.append)
         if name is not None:
-            entries = [entry for entry in entries if entry.name == name]
-            if not entries:
-                raise LynxError(f"no background Lynx named '{name}' here; {_choices(daemon.registered(directory))}")
-        problems: list[str] = []
+            # Only the record of that name matters.
+            problems = [problem for problem in [daemon.unreadable_entry(directory, name)] if problem]
+            if problems:
+                raise LynxError(problems[0])
+        if not entries and not problems:
+            raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} or .lynx/ entry in {directory}")
         alive = []
         # Ended ones (or PIDs that now belong to another process) are cleaned up, never signalled.
-        for entry in entries:
+        for entry in daemon.select(entries, name):
             living, process = daemon.liveness(entry)
-            if living is Liveness.ALIVE:
+            refusal = daemon.not_signallable(entry, process) if living is Liveness.ALIVE else None
+            if refusal is not None:
+                problems.append(f"{refusal}; it was not signalled")
+            elif living is Liveness.ALIVE:
                 alive.append((entry, process))
+            elif living is Liveness.UNKNOWN:
+                problems.append(f"PID {entry.pid} ('{entry.name}') cannot be checked; it was not signalled")
             else:
                 _forget_ended(directory, entry, living, say, problems)
+    code = EXIT_OK
     if len(alive) > 1 and not all_ and name is None:
         alive = _choose(alive, stdin=stdin, stdout=stdout)
-    for entry, process in alive:
-        refusal = daemon.not_signallable(entry, process)
-        if refusal is not None:
-            problems.append(f"{refusal}; it was not signalled")
+    if alive:
+        for entry, _ in alive:
+            say(f"Background Lynx: {_describe(entry)}")
+        # Asked without holding the lock: a slow answer must not block starts and stops here.
+        if yes or dialog.ask_yes_no(_question(alive), stdin=stdin, stdout=stdout):
+            _end(directory, alive, say, problems)
+        else:
+            say("Not stopped.")
+            code = EXIT_FAILED
     if problems:
         raise LynxError("; ".join(problems))
-    if not alive:
-        return EXIT_OK
-    for entry, _ in alive:
-        say(f"Background Lynx: {_describe(entry)}")
-    # Asked without holding the lock: a slow answer must not block starts and stops here.
-    if not yes and not dialog.ask_yes_no(_question(alive), stdin=stdin, stdout=stdout):
-        say("Not stopped.")
-        return EXIT_FAILED
-    return _end(directory, alive, say)
+    return code
 
 
-def _end(directory: Path, chosen: Sequence[tuple[SchedulerEntry, Any]], say: Callable[[str], None]) -> int:
+def _end(
+    directory: Path, chosen: Sequence[tuple[SchedulerEntry, Any]], say: Callable[[str], None], problems: list[str]
+) -> None:
     with daemon.directory_lock(directory):
-        now = {(entry.name, entry.pid, entry.cmdline) for entry in daemon.registered(directory)}
+        now = {(e.name, e.pid, e.cmdline) for e in daemon.registered(directory, on_error=lambda message: None)}
         if any((entry.name, entry.pid, entry.cmdline) not in now for entry, _ in chosen):
             raise LynxError("the records changed while you were asked; nothing was signalled. Run 'lynx stop' again.")
         living = []
-        problems: list[str] = []
         for entry, process in chosen:
             state, _ = daemon.liveness(entry)
             if state is Liveness.ALIVE:
                 living.append((entry, process))
             else:
                 _forget_ended(directory, entry, state, say, problems)
-        if living:
-            say("Terminating process ...")
-            killed = daemon.end_trees([process for _, process in living])
-            for entry, _ in living:
+        if not living:
+            return
+        say("Terminating process ...")
+        killed = daemon.end_trees([process for _, process in living])
+        for entry, _ in living:
+            try:
                 daemon.forget(directory, entry)
-    if problems:
-        raise LynxError("; ".join(problems))
-    if living and killed:
+            except LynxError as error:
+                problems.append(f"the background Lynx '{entry.name}' was stopped, but {error.message}")
+    if killed:
         grace = daemon.stop_grace()
         say(f"Had to kill (SIGKILL) {killed} process(es) that did not exit within {grace:g} s of SIGTERM.")
     for entry, _ in living:
         say(f"Stopped the background Lynx '{entry.name}' (PID {entry.pid}).")
-    return EXIT_OK
 
 
 def _forget_ended(
     directory: Path, entry: SchedulerEntry, state: Liveness, say: Callable[[str], None], problems: list[str]
 ) -> None:
-    daemon.forget(directory, entry)
     record = PID_FILE if daemon.is_legacy(entry) else f"record of '{entry.name}'"
+    try:
+        daemon.forget(directory, entry)
+        failure = None
+    except LynxError as error:
+        failure = error.message
+    outcome = failure or f"removed the {record}"
     taken = daemon.pid_now_taken(entry.pid) if state is Liveness.REUSED else None
-    if taken:
+    if state is Liveness.FOREIGN:
+        command = " ".join(entry.cmdline)[:80]
+        problems.append(f"PID {entry.pid} ({command}) is not a Lynx scheduler; it was not signalled; {outcome}")
+    elif taken:
         problems.append(
             f"PID {entry.pid} now belongs to another process ({taken}); it was not signalled. "
-            f"The recorded Lynx '{entry.name}' has ended; removed the {record}."
+            f"The recorded Lynx '{entry.name}' has ended; {outcome}."
         )
-    else:
+    elif failure is None:
         say(f"The Lynx process (PID {entry.pid}) has already ended; removed the stale {record}.")
+    else:
+        problems.append(f"the Lynx process (PID {entry.pid}) has already ended, but {failure}")
 
 
 def _choose(
@@ -149,7 +167,3 @@ def _describe(entry: SchedulerEntry) -> str:
         f"  command: {' '.join(entry.cmdline)}\n"
         f"  config: {entry.config_file or '?'}; log: {entry.log_file or 'discarded'}"
     )
-
-
-def _choices(entries: Sequence[SchedulerEntry]) -> str:
-    return f"recorded here: {', '.join(entry.name for entry in entries)}" if entries else "none is recorded here"
