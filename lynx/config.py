@@ -45,13 +45,16 @@ CRON_FIELDS = (
 # What else a cron section may hold, and what may stand beside a crontab line.
 SCHEDULE_KEYS = ("crontab", "misfire_grace_time", "coalesce", "run_on_start")
 CRON_KEYS = CRON_FIELDS + SCHEDULE_KEYS
-BESIDE_CRONTAB = ("timezone", "start_date", "end_date", "jitter", "misfire_grace_time", "coalesce", "run_on_start")
+# The trigger fields that may stand beside a crontab line (the other SCHEDULE_KEYS may too).
+BESIDE_CRONTAB = ("timezone", "start_date", "end_date", "jitter")
 # A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
 MISFIRE_GRACE = 60
 # An honest config is far below both; a YAML "billion laughs" bomb is far above the second.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_EXPANDED_NODES = 2_000_000
 MAX_INTERPOLATED_NODES = 200_000
+# The longest wait a config may ask for (about 31 years): longer ones overflow the clocks that time them.
+MAX_SECONDS = 1e9
 
 # Arguments without quotes, backslashes or white space other than " \t\r\n" split the same with str.split,
 # which is much faster than shlex on configs with thousands of steps.
@@ -95,6 +98,13 @@ class Step:
             return (self.python or python, self.path, *self.arguments)
         return (self.path, *self.arguments)
 
+    def retry_wait(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` + 1: ``retry_delay × retry_backoff^(attempt-1)``, at most MAX_SECONDS."""
+        try:
+            return min(self.retry_delay * self.retry_backoff ** (attempt - 1), MAX_SECONDS)
+        except OverflowError:
+            return MAX_SECONDS
+
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
         """``base`` with PYTHONUNBUFFERED=1 and the step's own variables."""
         env = {**base, "PYTHONUNBUFFERED": "1"}
@@ -120,12 +130,12 @@ class Schedule:
     # With -ni/-bg: one run right at start, then the schedule.
     run_on_start: bool = False
 
-    def trigger(self, environ: Mapping[str, str] = os.environ) -> Any:
+    def trigger(self) -> Any:
         """Build the trigger (raises ValueError/TypeError on bad values, lynx.cron.TimezoneError
         when there is no ``timezone`` and TZ names no zone)."""
         from lynx.cron import build_trigger
 
-        return build_trigger(dict(self.fields), either_day=self.either_day, environ=environ)
+        return build_trigger(dict(self.fields), either_day=self.either_day)
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,21 @@ class _WrittenFloat(float):
     text: str
 
 
+class _WrittenDate(date):
+    """A date that remembers how the file wrote it."""
+
+    text: str
+
+
+class _WrittenDatetime(datetime):
+    """A timestamp that remembers how the file wrote it: ``2024-01-01T10:00:00.50Z``, not an ISO rewrite."""
+
+    text: str
+
+
+_WRITTEN = (_WrittenInt, _WrittenFloat, _WrittenDate, _WrittenDatetime)
+
+
 def _loader(yaml: Any) -> Any:
     """libyaml's safe loader, refusing duplicate keys and steps merged into one, keeping numbers' text."""
     from yaml.constructor import ConstructorError
@@ -213,10 +238,14 @@ def _loader(yaml: Any) -> Any:
             seen: dict[tuple[str, str], Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    if isinstance(value_node, SequenceNode) and len(value_node.value) > 1:
+                    merged = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                    for item in merged:
+                        if isinstance(item, MappingNode):
+                            self.flatten_mapping(item)  # its own merges first: what it holds after them counts
+                    if len(merged) > 1:
                         steps = [
                             item
-                            for item in value_node.value
+                            for item in merged
                             if isinstance(item, MappingNode)
                             and any(isinstance(k, ScalarNode) and k.value == "script" for k, _ in item.value)
                         ]
@@ -229,7 +258,6 @@ def _loader(yaml: Any) -> Any:
                                 "'configs' entry in 'steps' (steps: [name])",
                                 key_node.start_mark,
                             )
-                    continue
                 if not isinstance(key_node, ScalarNode):
                     continue
                 key = (key_node.tag, key_node.value)
@@ -254,8 +282,19 @@ def _loader(yaml: Any) -> Any:
             number.text = node.value
             return number
 
+        def construct_yaml_timestamp(self, node: Any) -> date:
+            value = super().construct_yaml_timestamp(node)
+            if isinstance(value, datetime):
+                fields = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+                written: date = _WrittenDatetime(*fields, value.microsecond, value.tzinfo)
+            else:
+                written = _WrittenDate(value.year, value.month, value.day)
+            written.text = node.value  # type: ignore[attr-defined]
+            return written
+
     Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
     Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_yaml_float)
+    Loader.add_constructor("tag:yaml.org,2002:timestamp", Loader.construct_yaml_timestamp)
     return Loader
 
 
@@ -336,31 +375,66 @@ def _expanded_size(node: Any, sizes: dict[int, int], on_path: set[int], limit: i
 
 
 def _resolve_interpolations(document: Any, source: str) -> Any:
-    """Resolve OmegaConf ``${...}`` interpolations; only configs that use them pay for OmegaConf."""
+    """Resolve OmegaConf ``${...}`` interpolations; only configs that use them pay for OmegaConf.
+
+    OmegaConf takes only plain values, so numbers and dates go through it as placeholders and come
+    back as the very objects the file made: a ``${vars.n}`` that stands alone is that number, one
+    inside a string is the number's text as written (``python${vars.py}`` with ``py: 3.10``:
+    ``python3.10``, where YAML 1.1 would say 3.1).
+    """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    written: list[Any] = []
+
+    def hide(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {hide(key): hide(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [hide(value) for value in node]
+        if isinstance(node, _WRITTEN):
+            written.append(node)
+            return f"{_PLACEHOLDER_MARK}{len(written) - 1}{_PLACEHOLDER_MARK}"
+        return node
+
+    def restore(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {restore(key): restore(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [restore(value) for value in node]
+        if isinstance(node, str) and _PLACEHOLDER_MARK in node:
+            alone = _PLACEHOLDER.fullmatch(node)
+            if alone:
+                return written[int(alone[1])]
+            return _PLACEHOLDER.sub(lambda match: written[int(match[1])].text, node)
+        return node
+
     try:
-        return OmegaConf.to_container(OmegaConf.create(_plain(document, False)), resolve=True)
+        return restore(OmegaConf.to_container(OmegaConf.create(hide(document)), resolve=True))
     except OmegaConfBaseException as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        key = getattr(error, "full_key", None)
-        where = f"{key}: " if key else ""
+        where = _interpolation_key(error, document)
         raise ConfigError(f"{source}: {where}cannot resolve an interpolation: {message}") from None
 
 
-def _plain(node: Any, in_arguments: bool) -> Any:
-    """A copy OmegaConf takes: dates as ISO text (CronTrigger takes that too), numbers as plain
-    numbers, and numbers in ``arguments`` and ``env`` as the text the file wrote."""
-    if isinstance(node, dict):
-        return {key: _plain(value, in_arguments or key in ("arguments", "env")) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_plain(value, in_arguments) for value in node]
-    if isinstance(node, (date, datetime)):
-        return node.isoformat(sep=" ") if isinstance(node, datetime) else node.isoformat()
-    if isinstance(node, (_WrittenInt, _WrittenFloat)):
-        return node.text if in_arguments else (int(node) if isinstance(node, int) else float(node))
-    return node
+# A NUL, which no argument or variable may hold (both are refused later), marks a placeholder.
+_PLACEHOLDER_MARK = "\0"
+_PLACEHOLDER = re.compile("\0([0-9]+)\0")
+
+
+def _interpolation_key(error: Any, document: Any) -> str:
+    """Where an interpolation failed, as the other errors say it: ``step 2 (train.py): env.A: ``."""
+    key = getattr(error, "full_key", None)
+    if not key:
+        return ""
+    match = re.match(r"steps\[([0-9]+)\]\.?(.*)", str(key))
+    if match is None:
+        return f"{key}: "
+    number = int(match[1]) + 1
+    raw = document.get("steps")[number - 1] if isinstance(document, dict) else None
+    script = raw.get("script") if isinstance(raw, dict) else None
+    where = f"step {number} ({script})" if isinstance(script, str) else f"step {number}"
+    return f"{where}: {match[2]}: " if match[2] else f"{where}: "
 
 
 def _unknown_key(key: object, known: tuple[str, ...]) -> str:
@@ -405,10 +479,14 @@ def _expand_named_steps(raw_steps: list[Any], configs: Any, source: str) -> list
     if isinstance(configs, dict):
         named = {str(name): value for name, value in configs.items()}
     elif isinstance(configs, list):
-        for entry in configs:
+        for position, entry in enumerate(configs, 1):
             if isinstance(entry, dict) and len(entry) == 1:
                 name, value = next(iter(entry.items()))
-                named.setdefault(str(name), value)
+                if str(name) in named:
+                    raise ConfigError(
+                        f"{source}: 'configs' entry {position} is named '{name}' again: a named step needs one entry"
+                    )
+                named[str(name)] = value
     expanded: list[Any] = []
     for raw in raw_steps:
         if not isinstance(raw, str):
@@ -519,16 +597,14 @@ def _build_step(number: int, raw: Any, context: _StepContext) -> Step:
     if cwd is not None:
         cwd = context.directory(cwd, where)
     python = raw.get("python")
+    if python is not None and not script.endswith(".py"):
+        raise ConfigError(f"{where}: 'python' is the interpreter of .py scripts; {script} is run directly")
     python = context.interpreter(python, f"{where}: 'python'") if python is not None else context.python
     timeout = _number(raw, "timeout", where, None, minimum=0.0, inclusive=False)
     retry_delay = _number(raw, "retry_delay", where, 0.0, minimum=0.0)
     retry_backoff = _number(raw, "retry_backoff", where, 1.0, minimum=0.0, inclusive=False)
     retries = _whole(raw, "retries", where, 0, minimum=0)
-    continue_on_error = raw.get("continue_on_error")
-    if continue_on_error is None:
-        continue_on_error = False
-    elif not isinstance(continue_on_error, bool):
-        raise ConfigError(f"{where}: 'continue_on_error' must be true or false, not {_shown(continue_on_error)}")
+    continue_on_error = _flag(raw, "continue_on_error", where, False)
     return Step(
         number=number,
         script=script,
@@ -605,7 +681,7 @@ def _mapping_arguments(entries: dict[Any, Any], where: str) -> tuple[str, ...]:
     words: list[str] = []
     for key, value in entries.items():
         option = _text(key)
-        if option is None or isinstance(key, bool) or not option.strip():
+        if option is None or not option.strip():
             raise ConfigError(f"{where}: 'arguments' keys must be option names, not a {_kind(key)}")
         words.append(f"--{option}")
         if value is None:
@@ -687,15 +763,11 @@ def _number(
     value = raw.get(key)
     if value is None:
         return default
-    import math
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        ok = False
-    else:
-        ok = value >= minimum if inclusive else value > minimum
-    if not ok:
+    # Compared as they are: a 400-digit integer does not fit a float.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if not (number and (value >= minimum if inclusive else value > minimum) and value <= MAX_SECONDS):
         what = "a number" if key == "retry_backoff" else "a number of seconds"
-        bound = f"{'at least' if inclusive else 'more than'} {minimum:g}"
+        bound = f"{'at least' if inclusive else 'more than'} {minimum:g} and at most {MAX_SECONDS:g}"
         raise ConfigError(f"{where}: '{key}' must be {what} {bound}, not {_shown(value)}")
     return float(value)
 
@@ -704,20 +776,18 @@ def _text(value: Any) -> str | None:
     """A scalar as the file wrote it; None for what is not a scalar."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (_WrittenInt, _WrittenFloat)):
+    if isinstance(value, _WRITTEN):
         return value.text
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
     return None
 
 
 def _shown(value: Any) -> str:
     """A value for an error message: short scalars as written, anything else by its kind."""
-    text = None if isinstance(value, bool) else _text(value)
     if isinstance(value, bool):
         return str(value).lower()
+    text = _text(value)
     if text is not None and len(text) <= 40 and "\n" not in text:
         return repr(text) if isinstance(value, str) else text
     return f"a {_kind(value)}"
@@ -770,30 +840,28 @@ def _build_schedule(raw: Any, source: str) -> Schedule:
         "run_on_start": _flag(raw, "run_on_start", where, False),
     }
     jitter = _number(raw, "jitter", where, None, minimum=0.0)
-    fields = {str(key): _plain(value, False) for key, value in raw.items() if key in CRON_FIELDS}
+    fields = {str(key): _cron_value(value) for key, value in raw.items() if key in CRON_FIELDS}
     if jitter is not None:
         fields["jitter"] = jitter
     crontab = raw.get("crontab")
     either_day = False
     if crontab is not None:
-        from lynx.cron import crontab_fields, restricts_both_days
+        from lynx.cron import crontab_fields
 
         beside = [key for key in fields if key not in BESIDE_CRONTAB]
         if beside:
             raise ConfigError(
                 f"{where}: '{beside[0]}' cannot stand beside 'crontab' (write it in the crontab line; "
-                f"beside it may stand only {', '.join(BESIDE_CRONTAB)})"
+                f"beside it may stand only {', '.join(BESIDE_CRONTAB + SCHEDULE_KEYS[1:])})"
             )
         if not isinstance(crontab, str):
             raise ConfigError(
                 f"{where}: 'crontab' must be a crontab line such as '*/10 * * * *', not a {_kind(crontab)}"
             )
         try:
-            translated = crontab_fields(crontab)
+            translated, either_day = crontab_fields(crontab)
         except ValueError as error:
             raise ConfigError(f"{where}: crontab {crontab!r}: {error}") from None
-        # crontab fires when either day field matches if both are restricted (neither starts with '*').
-        either_day = restricts_both_days(crontab)
         where = f"{where}: crontab {crontab!r}"
         fields = {**translated, **fields}
     elif not fields:
@@ -846,12 +914,23 @@ def _culprit(schedule: Schedule) -> str:
     return ""
 
 
+def _cron_value(value: Any) -> Any:
+    """A cron field's value as CronTrigger takes it: numbers as YAML reads them, dates as ISO text."""
+    if isinstance(value, (_WrittenInt, _WrittenFloat)):
+        return int(value) if isinstance(value, int) else float(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    return value
+
+
 def _whole(raw: Mapping[str, Any], key: str, where: str, default: int, *, minimum: int) -> int:
     value = raw.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: '{key}' must be a whole number of {minimum} or more, not {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_SECONDS:
+        raise ConfigError(
+            f"{where}: '{key}' must be a whole number from {minimum} to {MAX_SECONDS:.0f}, not {_shown(value)}"
+        )
     return int(value)
 
 

@@ -6,6 +6,7 @@ APScheduler is imported only when a trigger is built.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -35,8 +36,10 @@ class TimezoneError(ValueError):
     """The machine's local time zone cannot be told from TZ."""
 
 
-def crontab_fields(line: str) -> dict[str, str]:
-    """A crontab line (5 fields, or 6 with seconds first, or @daily and the like) as CronTrigger fields.
+def crontab_fields(line: str) -> tuple[dict[str, str], bool]:
+    """A crontab line (5 fields, or 6 with seconds first, or @daily and the like) as CronTrigger fields,
+    and whether it restricts both day fields (then crontab fires when either matches: neither starts
+    with '*').
 
     Raises:
         ValueError: naming what is wrong with the line.
@@ -51,14 +54,9 @@ def crontab_fields(line: str) -> dict[str, str]:
             f"a crontab line has 5 fields (minute hour day month day-of-week) or 6 (second first), not {len(parts)}"
         )
     fields = dict(zip(names, parts))
+    either_day = not fields["day"].startswith("*") and not fields["day_of_week"].startswith("*")
     fields["day_of_week"] = crontab_weekdays(fields["day_of_week"])
-    return fields
-
-
-def restricts_both_days(line: str) -> bool:
-    """crontab fires when either day field matches if both are restricted (neither starts with '*')."""
-    parts = _crontab_parts(line)
-    return not parts[-3].startswith("*") and not parts[-1].startswith("*")
+    return fields, either_day
 
 
 def _crontab_parts(line: str) -> list[str]:
@@ -108,8 +106,9 @@ def _crontab_day(token: str, item: str) -> int:
     raise ValueError(f"day of week {item!r}: {token!r} is not a day (0-7, 0 and 7 being Sunday, or sun-sat)")
 
 
-def local_timezone(environ: Mapping[str, str] = os.environ) -> tzinfo:
-    """The machine's time zone; a POSIX TZ without DST rules (UTC0, JST-9) as its fixed offset.
+def local_timezone() -> tzinfo:
+    """The machine's time zone (tzlocal, which reads TZ); a POSIX TZ without DST rules (UTC0, JST-9)
+    as its fixed offset.
 
     Raises:
         TimezoneError: when TZ is a rule no zone database entry matches (say, with DST rules).
@@ -119,7 +118,7 @@ def local_timezone(environ: Mapping[str, str] = os.environ) -> tzinfo:
     try:
         return get_localzone()
     except Exception:  # tzlocal raises several types for a TZ it cannot map
-        value = environ.get("TZ", "")
+        value = os.environ.get("TZ", "")
         match = _POSIX_TZ.match(value)
         if match is None:
             raise TimezoneError(
@@ -130,16 +129,13 @@ def local_timezone(environ: Mapping[str, str] = os.environ) -> tzinfo:
         return timezone(west if match["sign"] == "-" else -west, match["name"].strip("<>"))
 
 
-def build_trigger(
-    fields: Mapping[str, Any], *, either_day: bool = False, environ: Mapping[str, str] = os.environ
-) -> Any:
+def build_trigger(fields: Mapping[str, Any], *, either_day: bool = False) -> Any:
     """The trigger for CronTrigger ``fields``.
 
     Args:
         fields: CronTrigger keyword arguments (jitter included).
         either_day: fire when the day of the month OR the day of the week matches (crontab's rule when
             both are restricted) instead of when both do.
-        environ: where TZ is read when there is no ``timezone`` field.
 
     Raises:
         ValueError, TypeError: for values CronTrigger refuses; TimezoneError (a ValueError).
@@ -149,7 +145,7 @@ def build_trigger(
     values = dict(fields)
     jitter = values.pop("jitter", None)
     if values.get("timezone") is None:
-        values["timezone"] = local_timezone(environ)
+        values["timezone"] = local_timezone()
     if either_day:
         triggers = [
             CronTrigger(**{**values, "day_of_week": "*"}),
@@ -160,14 +156,9 @@ def build_trigger(
     return _trigger_class()(triggers, jitter)
 
 
-_TRIGGER_CLASS: Any = None
-
-
+@functools.cache
 def _trigger_class() -> Any:
     """The trigger class, made on first use so that APScheduler is imported only by schedules."""
-    global _TRIGGER_CLASS
-    if _TRIGGER_CLASS is not None:
-        return _TRIGGER_CLASS
     from apscheduler.triggers.base import BaseTrigger
 
     class WallClockTrigger(BaseTrigger):  # type: ignore[misc]
@@ -180,9 +171,9 @@ def _trigger_class() -> Any:
             self.start_date = triggers[0].start_date
             self.end_date = triggers[0].end_date
             # APScheduler 3 fires "hour: 2, minute: 30" at 02:30 on both sides of the change; cron
-            # runs a job with a fixed hour once, and one with hour '*' in both passes.
+            # runs a job with a fixed hour once, and one whose hour starts with '*' in both passes.
             hour = next(field for field in triggers[0].fields if field.name == "hour")
-            self.once_per_wall_time = str(hour) != "*"
+            self.once_per_wall_time = not str(hour).startswith("*")
 
         def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
             for _ in range(MAX_SKIPPED_REPEATS):
@@ -196,7 +187,6 @@ def _trigger_class() -> Any:
         def __str__(self) -> str:
             return " or ".join(str(trigger) for trigger in self.triggers)
 
-    _TRIGGER_CLASS = WallClockTrigger
     return WallClockTrigger
 
 

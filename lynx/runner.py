@@ -277,7 +277,7 @@ def _run_steps(
         result = StepResult(step, ended.returncode, timed_out=ended.timed_out, launch_error=ended.launch_error)
         log.error(result.description, extra={"color": "red"})
         if attempt < attempts:
-            delay = step.retry_delay * step.retry_backoff ** (attempt - 1)
+            delay = step.retry_wait(attempt)
             attempt += 1
             when = f"in {delay:g} s" if delay > 0 else "now"
             log.warning(f"Retrying {step.label} {when} (attempt {attempt} of {attempts}).")

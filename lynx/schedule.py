@@ -107,7 +107,8 @@ def run_on_schedule(
             log.warning(f"Missed the run scheduled at {when}: it is more than {grace:g} s late.")
 
     first = trigger.get_next_fire_time(None, datetime.now(trigger.timezone))
-    # run_on_start: the job's first run is now; APScheduler then follows the trigger.
+    # run_on_start: the job's first run is now; APScheduler then follows the trigger. Else the first
+    # fire is the one said below (with a jitter, asking the trigger again would give another).
     start_now = datetime.now(trigger.timezone) if schedule.run_on_start else None
     scheduler.add_job(
         job,
@@ -116,7 +117,7 @@ def run_on_schedule(
         max_instances=1,
         coalesce=schedule.coalesce,
         misfire_grace_time=grace,
-        **({"next_run_time": start_now} if start_now is not None else {}),
+        **({"next_run_time": start_now or first} if start_now or first else {}),
     )
     scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     when = f"at {describe(first)}" if first else "never"

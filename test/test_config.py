@@ -748,3 +748,111 @@ def test_the_new_step_keys_become_plain_frozen_fields(work: Path) -> None:
     # The script is found where Lynx runs, wherever the step runs.
     assert os.path.isabs(step.path) and os.path.samefile(step.path, work / "a.py")
     assert type(step.timeout) is float and type(step.retries) is int
+
+
+# --- what a review of issues 7 and 10 found ---------------------------------------------------------
+
+
+def test_a_merge_of_steps_that_themselves_merge_is_refused(work: Path) -> None:
+    """Items written as '- <<: *a' are steps too, whether their anchor is used before or not."""
+    with pytest.raises(ConfigError, match="merges a list of 2 steps into one step"):
+        load(
+            work,
+            """
+            configs:
+              - a: &a {script: a.py}
+              - b: &b {script: b.py}
+              - both: &both [{<<: *a}, {<<: *b}]
+            steps:
+              - <<: *both
+            """,
+        )
+
+
+def test_two_merge_keys_in_one_step_are_a_duplicate_key(work: Path) -> None:
+    with pytest.raises(ConfigError, match="duplicate key '<<'"):
+        load(
+            work,
+            """
+            configs:
+              - a: &a {script: a.py}
+              - b: &b {script: b.py}
+            steps:
+              - <<: *a
+                <<: *b
+            """,
+        )
+
+
+def test_numbers_keep_their_text_everywhere_when_the_config_interpolates(work: Path) -> None:
+    """A ${...} anywhere must not change what YAML's other numbers mean: each is what it was without it."""
+    pipeline = load(
+        work,
+        """
+        vars: {py: 3.10, epochs: 010, limit: 600}
+        steps:
+          - script: a.py
+            name: 010
+            timeout: ${vars.limit}
+            arguments: ["--python python${vars.py}", "--epochs ${vars.epochs}"]
+            slurm: {time: 10:00}
+        """,
+    )
+
+    (step,) = pipeline.steps
+    assert step.name == "010"
+    assert step.timeout == 600.0
+    assert step.arguments == ("--python", "python3.10", "--epochs", "010")
+    assert step.slurm == (("time", "10:00"),)
+
+
+def test_timestamps_in_arguments_reach_the_step_as_written(work: Path) -> None:
+    pipeline = load(
+        work,
+        """
+        steps:
+          - script: a.py
+            arguments: {at: 2024-01-01T10:00:00.50Z, day: 2024-01-01}
+        """,
+    )
+
+    assert pipeline.steps[0].arguments == ("--at", "2024-01-01T10:00:00.50Z", "--day", "2024-01-01")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("timeout", "1" + "0" * 400),
+        ("timeout", "1000000000000.0"),
+        ("retry_delay", "1.0e+12"),
+        ("retries", "10000000000"),
+    ],
+)
+def test_waits_too_long_for_any_clock_are_refused(work: Path, key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"step 1 \\(a.py\\): '{key}' must be .*(at most 1e\\+09|to 1000000000)"):
+        load(work, f"steps:\n  - script: a.py\n    {key}: {value}\n")
+
+
+def test_a_misfire_grace_time_too_long_for_any_clock_is_refused(work: Path) -> None:
+    with pytest.raises(ConfigError, match="'misfire_grace_time' must be a whole number from 1 to"):
+        load(work, "cron: {second: '*/5', misfire_grace_time: 86400000000000}\nsteps:\n  - script: a.py\n")
+
+
+def test_a_name_given_twice_in_the_configs_list_is_refused(work: Path) -> None:
+    with pytest.raises(ConfigError, match="'configs' entry 2 is named 'pre' again"):
+        load(
+            work,
+            """
+            configs:
+              - pre: {script: a.py}
+              - pre: {script: b.py}
+            steps: [pre]
+            """,
+        )
+
+
+def test_python_on_a_script_that_is_run_directly_is_refused(work: Path) -> None:
+    tool = write_script(work, "tool.sh", "#!/bin/sh\necho hi\n")
+    tool.chmod(0o755)
+    with pytest.raises(ConfigError, match=r"'python' is the interpreter of \.py scripts; tool\.sh is run directly"):
+        load(work, f"steps:\n  - script: tool.sh\n    python: {sys.executable}\n")

@@ -601,6 +601,17 @@ def test_a_schedule_with_any_hour_fires_in_both_passes_of_the_repeated_hour(tmp_
     ]
 
 
+@pytest.mark.parametrize("hour", ["'*/1'", "'*/2'"])
+def test_an_hour_starting_with_a_star_fires_in_both_passes_as_in_cron(tmp_path: Path, hour: str) -> None:
+    """cron treats an hour field starting with '*' as wild: '*/1' is every hour, in both passes too."""
+    trigger = load_schedule(tmp_path, f"{{hour: {hour}, minute: 30, timezone: Europe/Berlin}}")
+
+    fires = fire_times(trigger, datetime(2026, 10, 25, 0, 0, tzinfo=timezone.utc), 2)
+
+    # 02:30 CEST (00:30 UTC), then 02:30 CET (01:30 UTC) one real hour later.
+    assert [fire.astimezone(timezone.utc).strftime("%H:%M") for fire in fires] == ["00:30", "01:30"]
+
+
 def test_a_time_in_the_hour_skipped_when_clocks_go_forward_runs_an_hour_later(tmp_path: Path) -> None:
     from lynx.cron import describe
 

@@ -454,7 +454,7 @@ def test_an_unresolvable_interpolation_names_the_key(tmp_path: Path) -> None:
 
     result = start(tmp_path)
 
-    assert_one_error(result, tmp_path, "steps[1].env.A", "interpolation")
+    assert_one_error(result, tmp_path, "step 2 (first.py): env.A", "interpolation")
 
 
 def test_vars_must_be_a_mapping(tmp_path: Path) -> None:

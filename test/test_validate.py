@@ -6,7 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -213,3 +213,45 @@ def test_the_steps_extra_keys_and_a_crontab_schedule_are_shown(tmp_path: Path) -
     assert len(times) == 5
     assert all(line.endswith(" 04:30:00") for line in times)
     assert all(date.fromisoformat(line[:10]).isoweekday() <= 5 for line in times)
+
+
+def test_fire_times_across_clocks_going_back_run_on_in_real_time(tmp_path: Path) -> None:
+    """Each time is asked for after the last one as the scheduler asks: the repeated hour is listed once per pass."""
+    from lynx.commands.validate import describe
+    from lynx.config import load_pipeline
+
+    marker_step(tmp_path, "one.py")
+    config = write_config(tmp_path, "cron: {minute: '*/30', timezone: Europe/Berlin}\nsteps:\n  - script: one.py\n")
+    pipeline = load_pipeline(config, cwd=str(tmp_path))
+
+    lines = describe(pipeline, python="python", now=datetime(2026, 10, 24, 23, 50, tzinfo=timezone.utc))
+
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next 5 runs")) + 1
+    # 02:00 and 02:30 CEST, 02:00 and 02:30 CET, then 03:00 CET: on, not round and round.
+    assert [line[11:16] for line in lines[start:]] == ["02:00", "02:30", "02:00", "02:30", "03:00"]
+
+
+def test_a_tz_that_names_no_zone_is_one_error_line_as_with_start(tmp_path: Path) -> None:
+    marker_step(tmp_path, "one.py")
+    write_config(tmp_path, "cron: {second: '*/10'}\nsteps:\n  - script: one.py\n")
+
+    result = run_lynx("validate", "-cf", "config.yaml", cwd=tmp_path, env=clean_env(TZ="CET-1CEST,M3.5.0,M10.5.0/3"))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: cron: the local time zone cannot be told from TZ="), errors
+
+
+def test_whole_numbers_are_shown_as_written(tmp_path: Path) -> None:
+    marker_step(tmp_path, "one.py")
+    write_config(
+        tmp_path, "steps:\n  - script: one.py\n    retries: 1234567\n    timeout: 1234567\n    retry_backoff: 1.5\n"
+    )
+
+    result = run_lynx("validate", "-cf", "config.yaml", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  retries: 1234567" in result.stdout
+    assert "  timeout: 1234567 s" in result.stdout
+    assert "  retry_backoff: 1.5" in result.stdout

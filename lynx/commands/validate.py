@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TextIO
 
 from lynx.config import Pipeline, Schedule, Step, load_pipeline
@@ -81,7 +81,8 @@ def _render(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return f"{value:g} s" if key in _SECONDS else f"{value:g}"
+        number = str(int(value)) if value == int(value) else repr(value)
+        return f"{number} s" if key in _SECONDS else number
     if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
         # env: (KEY, value | None); slurm: (option, value | True)
         return ", ".join(_pair(key, name, item) for name, item in value)
@@ -97,14 +98,23 @@ def _pair(key: str, name: str, value: Any) -> str:
 
 
 def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
-    """The schedule as given, then its next fire times in its own timezone."""
-    trigger = schedule.trigger()
+    """The schedule as given, then its next fire times in its own timezone.
+
+    Raises:
+        ConfigError: it has no ``timezone`` and TZ names none (as ``lynx start -ni`` says).
+    """
+    from lynx.cron import TimezoneError
+
+    try:
+        trigger = schedule.trigger()
+    except TimezoneError as error:
+        raise ConfigError(f"cron: {error}") from None
     fields = list(schedule.fields)
     if schedule.crontab is not None:
         from lynx.cron import crontab_fields
 
         # The fields the line was translated into are shown as the line itself.
-        translated = crontab_fields(schedule.crontab)
+        translated, _ = crontab_fields(schedule.crontab)
         fields = [(key, value) for key, value in fields if key not in translated]
         fields.insert(0, ("crontab", repr(schedule.crontab)))
     lines = ["Schedule: " + ", ".join(f"{key}={value}" for key, value in fields)]
@@ -123,8 +133,9 @@ def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
             lines.append("(no more fire times)")
             break
         lines.append(fire.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"))
-        previous = fire
-        moment = fire + timedelta(microseconds=1)
+        # As the scheduler asks: from the last fire itself (wall-clock arithmetic on it would lose
+        # which pass of an hour repeated when clocks go back it was in).
+        previous = moment = fire
     return lines
 
 
