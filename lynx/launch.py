@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Mapping
 
 from lynx.config import Pipeline, Step
-from lynx.process import StepExit, StepGuard, run_step
+from lynx.process import StepExit, StepGuard, reap_orphans, run_step
 
 
 def launch(
@@ -34,20 +34,26 @@ def launch(
         environ: the base of the step's environment.
         inherit_stdin: a local step reads Lynx's standard input (a SLURM job never reads input).
     """
-    if step.slurm is not None:
-        from lynx.slurm import run_job
+    try:
+        if step.slurm is not None:
+            from lynx.slurm import run_job
 
-        return run_job(step, on_output, pipeline=pipeline, guard=guard, python=python, environ=environ)
-    return run_step(
-        step.argv(python),
-        on_output,
-        name=step.label,
-        guard=guard,
-        env=step.environment(environ),
-        cwd=step.cwd,
-        inherit_stdin=inherit_stdin,
-        timeout=step.timeout,
-    )
+            return run_job(step, on_output, pipeline=pipeline, guard=guard, python=python, environ=environ)
+        return run_step(
+            step.argv(python),
+            on_output,
+            name=step.label,
+            guard=guard,
+            env=step.environment(environ),
+            cwd=step.cwd,
+            inherit_stdin=inherit_stdin,
+            timeout=step.timeout,
+        )
+    finally:
+        if guard.subreaper:
+            # Between steps no process of Lynx's own is waited for: what has exited is an orphan
+            # the step left (or srun's helpers), re-parented to Lynx.
+            reap_orphans()
 
 
 def check_launchers(pipeline: Pipeline, *, environ: Mapping[str, str] = os.environ) -> None:

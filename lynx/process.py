@@ -26,6 +26,10 @@ EXIT_CHECK = 0.2
 FLOWING_CHECK = 0.05
 # Leftovers' output without a newline is passed on in pieces of this size.
 LEFTOVER_LINE = 64 * 1024
+# poll() takes at most a C int of milliseconds (24.8 days): longer waits are taken an hour at a time.
+LONGEST_POLL_MS = 3_600_000
+# What signals_deferred() holds off: Ctrl+C, termination, the terminal closing, Ctrl+Z.
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP)
 PR_SET_CHILD_SUBREAPER = 36
 
 log = logging.getLogger("lynx")
@@ -67,6 +71,8 @@ class StepGuard:
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
         self._lock = threading.RLock()
         self._running: tuple[subprocess.Popen[bytes], str] | None = None
+        # How to end a step that does not run here (a SLURM job): called with the reason and signal.
+        self._ender: Callable[[str, int], None] | None = None
         self._stopping = threading.Event()
         # What stop() forwards first: what Lynx received (SIGINT for Ctrl+C).
         self.stop_signal: int = signal.SIGTERM
@@ -83,10 +89,12 @@ class StepGuard:
         self.stop_signal = signum
         self._stopping.set()
         with self._lock:
-            running = self._running
+            running, ender = self._running, self._ender
         if running is not None:
             popen, name = running
-            end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper)
+            end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper, stopping=True)
+        elif ender is not None:
+            ender(reason, signum)
 
     def suspend(self) -> None:
         """Stop the running step's processes (Ctrl+Z). SIGSTOP, because the step's process group,
@@ -123,6 +131,15 @@ class StepGuard:
         with self._lock:
             self._running = (popen, name)
             self._paused = 0.0
+
+    def started_elsewhere(self, ender: Callable[[str, int], None]) -> None:
+        """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``."""
+        with self._lock:
+            self._ender = ender
+
+    def finished_elsewhere(self) -> None:
+        with self._lock:
+            self._ender = None
 
     def _finished(self) -> None:
         with self._lock:
@@ -218,7 +235,10 @@ def run_step(
     try:
         guard._started(popen, name)
         if guard.stopping:
-            end_process_tree(popen, name, "Lynx is stopping", guard.grace, orphans=guard.subreaper)
+            end_process_tree(
+                popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal, orphans=guard.subreaper,
+                stopping=True,
+            )  # fmt: skip
         started = time.monotonic()
         _widen_pipe(fd)
         os.set_blocking(fd, False)
@@ -229,32 +249,38 @@ def run_step(
             # Readable when the step exits, whoever else still holds its output pipe.
             poller.register(pidfd, select.POLLIN)
         next_check = started + FLOWING_CHECK
+        pipe_open = True
         while True:
-            try:
-                chunk: bytes | None = os.read(fd, CHUNK_SIZE)
-            except BlockingIOError:
-                chunk = None
-            if chunk == b"":
-                break  # every writer has closed the pipe: the usual end
+            chunk: bytes | None = None
+            if pipe_open:
+                with contextlib.suppress(BlockingIOError):
+                    chunk = os.read(fd, CHUNK_SIZE)
+                if chunk == b"":
+                    # Every writer has closed the pipe: the usual end, unless the step lives on
+                    # without it (it redirected its output) and has a timeout to keep.
+                    if timeout is None:
+                        break
+                    pipe_open = False
+                    poller.unregister(fd)
             if chunk:
                 on_output(chunk)
                 now = time.monotonic()
                 if now < next_check:
                     continue
                 next_check = now + FLOWING_CHECK
-            else:
+            elif chunk is None:
                 left = None if timeout is None else started + guard._paused_seconds() + timeout - time.monotonic()
                 wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
-                events = poller.poll(None if wait is None else max(int(wait * 1000) + 1, 0))
-                if any(ready == fd for ready, _ in events):
+                events = poller.poll(_poll_ms(wait))
+                if pipe_open and any(ready == fd for ready, _ in events):
                     continue
             if popen.poll() is not None:
-                left_running = not _drain(fd, on_output)
+                left_running = pipe_open and not _drain(fd, on_output)
                 break
             if timeout is not None and time.monotonic() - started - guard._paused_seconds() >= timeout:
                 timed_out = True
                 end_process_tree(popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper)
-                left_running = not _drain(fd, on_output)
+                left_running = pipe_open and not _drain(fd, on_output)
                 break
         returncode = popen.wait()
         if left_running:
@@ -268,6 +294,7 @@ def run_step(
             guard.grace,
             first=forwarded_signal(error),
             orphans=guard.subreaper,
+            stopping=True,
         )
         # What the step printed while it was being ended (say, "saving a checkpoint") is kept.
         _drain(fd, on_output)
@@ -277,8 +304,6 @@ def run_step(
         if pidfd is not None:
             os.close(pidfd)
         popen.stdout.close()
-        if guard.subreaper:
-            _reap_orphans()
 
 
 def _not_started(error: OSError) -> StepExit:
@@ -290,6 +315,11 @@ def _not_started(error: OSError) -> StepExit:
     if error.errno in (errno.EAGAIN, errno.ENOMEM):
         reason += " (the system could not create a process)"
     return StepExit(127 if error.errno == errno.ENOENT else 126, launch_error=reason)
+
+
+def _poll_ms(seconds: float | None) -> int | None:
+    """``seconds`` as poll()'s timeout: whole milliseconds, rounded up, at most an hour (None: forever)."""
+    return None if seconds is None else min(max(int(seconds * 1000) + 1, 0), LONGEST_POLL_MS)
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -379,11 +409,12 @@ class _Leftovers:
                 partial[fd] = data[cut:]
 
 
-def _reap_orphans() -> None:
+def reap_orphans() -> None:
     """Reap processes re-parented to Lynx (a subreaper) that have exited.
 
-    Called only when no step is being waited for. Each zombie is first looked at without being
-    reaped (WNOWAIT), then reaped by its own PID: never a blind waitpid(-1).
+    Called between steps only (lynx.launch), when Lynx waits for no process of its own: any zombie
+    child is then an orphan. Each is first looked at without being reaped (WNOWAIT), then reaped by
+    its own PID.
     """
     for _ in range(10_000):
         try:
@@ -422,6 +453,7 @@ def end_process_tree(
     *,
     first: int = signal.SIGTERM,
     orphans: bool = False,
+    stopping: bool = False,
 ) -> None:
     """Signal the step's process group and every process in its tree: ``first`` (what Lynx
     received), then SIGTERM, then SIGKILL, each after ``grace`` seconds, each said in the log.
@@ -429,50 +461,80 @@ def end_process_tree(
     Two mechanisms, because each misses something: a child that called setsid has left the
     group but is still in the tree; a grandchild whose parent died has left the tree but is
     still in the group. With ``orphans`` (Lynx is a subreaper), Lynx's own children started
-    since the step are the step's too: its double-forked daemons. Only processes found while
-    the step was still unreaped are signalled, by psutil, which checks that each PID still
-    belongs to the process it found. Ctrl+C and SIGTERM wait until this is done, so a second
-    press cannot leave the step running.
+    since the step are the step's too: its double-forked daemons. The step's own process is
+    reaped only at the end: until then its PID, and so its group, cannot be anyone else's, and
+    each round looks again for what the step started meanwhile (a trap that forks). Others are
+    signalled through psutil, which checks that each PID still belongs to the process it found.
+    Ctrl+C and SIGTERM wait until this is done, so a second press cannot leave the step running.
+
+    Args:
+        stopping: Lynx itself is being interrupted; a Ctrl+C or SIGTERM arriving meanwhile adds
+            nothing (else it is raised once the step has ended).
     """
-    import psutil
+    with signals_deferred(reraise=not stopping):
+        if popen.returncode is not None:
+            return  # reaped: it has ended, and its PID may be another process's by now
+        import psutil  # under the deferral: the first import takes long enough for a second Ctrl+C
 
-    with _signals_deferred():
-        unreaped = popen.returncode is None
-        members = _step_processes(popen, orphans) if unreaped else []
-        signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
-        log.warning(
-            f"{name} {reason}: ending it ({signal.Signals(first).name} to PID {popen.pid}"
-            f" and {len(members)} more process(es))."
-        )
-        alive = members
-        for index, signum in enumerate(signals):
-            if index:
-                previous = signal.Signals(signals[index - 1]).name
-                log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
-            _signal_all(popen, alive, signum)
-            # A process suspended with Ctrl+Z could not act on the signal.
-            _signal_all(popen, alive, signal.SIGCONT)
-            deadline = time.monotonic() + grace
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=grace)
-            _, alive = psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 0.1))
-            if popen.returncode is not None and not alive:
-                return
-        log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
-        _signal_all(popen, alive, signal.SIGKILL)
-        popen.wait()
-        psutil.wait_procs(alive, timeout=2)
+        pidfd = _open_pidfd(popen.pid)
+        try:
+            alive = _step_processes(popen, orphans)
+            signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
+            log.warning(
+                f"{name} {reason}: ending it ({signal.Signals(first).name} to PID {popen.pid}"
+                f" and {len(alive)} more process(es))."
+            )
+            for index, signum in enumerate(signals):
+                if index:
+                    previous = signal.Signals(signals[index - 1]).name
+                    log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
+                _signal_all(popen, alive, signum)
+                # A process suspended with Ctrl+Z could not act on the signal.
+                _signal_all(popen, alive, signal.SIGCONT)
+                deadline = time.monotonic() + grace
+                exited = _exits_within(popen, pidfd, grace)
+                _, alive = psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 0.1))
+                alive = _step_processes(popen, orphans, alive)
+                if exited and not alive:
+                    break
+            else:
+                log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
+                _signal_all(popen, alive, signal.SIGKILL)
+                psutil.wait_procs(alive, timeout=2)
+        finally:
+            if popen.returncode is None and not _exits_within(popen, pidfd, 0):
+                _signal_all(popen, [], signal.SIGKILL)  # only after an unexpected error: never leave it running
+            popen.wait()
+            if pidfd is not None:
+                os.close(pidfd)
 
 
-def _step_processes(popen: subprocess.Popen[bytes], orphans: bool) -> list[Any]:
+def _exits_within(popen: subprocess.Popen[bytes], pidfd: int | None, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the step's process to exit, leaving it unreaped where a pidfd
+    tells (Linux); elsewhere it is reaped on exit."""
+    if pidfd is None:
+        try:
+            popen.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(_poll_ms(seconds)))
+
+
+def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequence[Any] = ()) -> list[Any]:
     """The step's descendants, the other members of its process group and, with ``orphans``,
-    Lynx's children started since the step (with their descendants), as psutil processes."""
+    Lynx's children started since the step (with their descendants), as psutil processes; with
+    those of ``known`` that are still running. None but ``known`` once the step is reaped."""
     import psutil
 
-    members: dict[int, psutil.Process] = {}
+    if popen.returncode is not None:
+        return [each for each in known if each.is_running()]
+    members: dict[int, psutil.Process] = {each.pid: each for each in known if each.is_running()}
     with contextlib.suppress(psutil.Error):
         step = psutil.Process(popen.pid)
-        members = {child.pid: child for child in step.children(recursive=True)}
+        members.update((child.pid, child) for child in step.children(recursive=True))
         if orphans:
             # Start times count in clock ticks; within one tick, PIDs are handed out in order.
             started = (step.create_time(), popen.pid)
@@ -501,15 +563,27 @@ def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) 
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold off Ctrl+C, SIGTERM and Ctrl+Z while a step is being ended, so a second press cannot
-    orphan it (and a suspended Lynx cannot hold its end up)."""
-    saved = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP):
-            saved[signum] = signal.signal(signum, signal.SIG_IGN)
+def signals_deferred(reraise: bool = True) -> Iterator[None]:
+    """Hold off Ctrl+C, SIGTERM, SIGHUP and Ctrl+Z (in the main thread) while a step is being ended,
+    so a second press cannot orphan it and a suspended Lynx cannot hold its end up.
+
+    Args:
+        reraise: raise the first signal that arrived meanwhile once done (a Ctrl+C while a
+            timed-out step is ended still stops Lynx); else it is dropped.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        arrived.append(signum)
+
+    saved = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}
     try:
         yield
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+        if reraise and arrived:
+            signal.raise_signal(arrived[0])

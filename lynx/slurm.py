@@ -10,7 +10,6 @@ outlives its job.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
-from lynx.process import StepExit, StepGuard, _signals_deferred, describe_interruption, forwarded_signal, run_step
+from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step, signals_deferred
 
 if TYPE_CHECKING:
     from lynx.config import Step
@@ -88,7 +87,7 @@ _TASK_ERROR = re.compile(r"srun: error: \S+: tasks? [0-9,-]+: ")
 log = get_logger()
 
 
-def srun_command(step: Step, *, pipeline: str, python: str = sys.executable, cwd: str | None = None) -> list[str]:
+def srun_command(step: Step, *, pipeline: str, python: str = sys.executable) -> list[str]:
     """The ``srun`` command line that runs ``step`` as a job (without Lynx's private ``--comment``)."""
     assert step.slurm is not None
     argv = list(step.argv(python))
@@ -98,7 +97,7 @@ def srun_command(step: Step, *, pipeline: str, python: str = sys.executable, cwd
     command = [
         "srun",
         f"--job-name={job_name(step, pipeline)}",
-        f"--chdir={step.cwd or cwd or os.getcwd()}",
+        f"--chdir={step.cwd or os.getcwd()}",
         "--export=ALL",
         "--input=none",
         "--quiet",
@@ -114,9 +113,9 @@ def job_name(step: Step, pipeline: str) -> str:
 
 
 def check_cluster(step: Step, *, source: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Raise ConfigError naming ``step`` unless ``srun`` is on PATH and the controller answers."""
+    """Raise ConfigError naming ``step`` unless SLURM's commands are on PATH and the controller answers."""
     where = f"{source}: step {step.number} ({step.title})"
-    for command in ("srun", "scontrol"):
+    for command in ("srun", "squeue", "scancel", "scontrol"):
         if not _on_path(command, environ.get("PATH", os.defpath)):
             raise ConfigError(
                 f"{where}: runs on SLURM, but {command} is not on PATH (install the SLURM client commands)"
@@ -178,7 +177,6 @@ def run_job(
     guard: StepGuard,
     python: str = sys.executable,
     environ: Mapping[str, str] = os.environ,
-    cwd: str | None = None,
 ) -> StepExit:
     """Run ``step`` as a SLURM job to its end; the same contract as :func:`lynx.process.run_step`.
 
@@ -186,7 +184,7 @@ def run_job(
         How the job ended, with its job id and node.
     """
     env = step.environment(environ)
-    command = srun_command(step, pipeline=pipeline, python=python, cwd=cwd)
+    command = srun_command(step, pipeline=pipeline, python=python)
     job = _Job(step.label, job_name(step, pipeline), env)
     command.insert(1, f"--comment={job.tag}")
     tail = _Tail(on_output)
@@ -202,6 +200,8 @@ def run_job(
     worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
+    # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
+    guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum))
     worker.start()
     try:
         poll = FIRST_POLL
@@ -222,20 +222,23 @@ def run_job(
                 job.look()
                 poll = min(poll * 2, LONGEST_POLL)
                 next_look = now + poll
+        if "error" in outcome:  # a bug in the relay: still, no job is left behind
+            job.cancel("failed", worker, inner)
+            raise outcome["error"]
     except BaseException as error:
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error))
         raise
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, OSError):
-            return StepExit(127, launch_error=f"cannot run srun: {error.strerror or error}")
-        raise error
+    finally:
+        guard.finished_elsewhere()
     ended: StepExit = outcome["exit"]
     # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
     final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
+    if ended_by is None and final is not None and final.state in ACTIVE_STATES - {"COMPLETING"}:
+        # srun ended by itself (killed, say) while its job goes on: the job must not outlive the step.
+        job.cancel(f"lost its srun (exit code {ended.returncode})", worker, inner)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
-    launch_error = None
-    if ended_by is None and ended.returncode != 0:
+    launch_error = ended.launch_error
+    if ended_by is None and ended.returncode != 0 and launch_error is None:
         if final is None:
             launch_error = tail.slurm_error()
         elif final.state in END_REASONS:
@@ -261,20 +264,18 @@ class _Job:
         self.last: JobState | None = None
         self.said_queued = False
         self.started = False
+        # cancel() may be called from two threads (the main one on Ctrl+C, the step's on its
+        # timeout); the job is ended once, and the second caller waits for that.
+        self.cancelling = threading.Lock()
+        self.cancelled = False
 
     def find(self) -> JobState | None:
-        """The job as squeue sees it now (also just after it ended), or None."""
+        """The job as squeue sees it now (also just after it ended); None when squeue does not list it,
+        UNANSWERED when squeue does not answer."""
         fields = ["-j", self.last.job_id] if self.last is not None else ["-n", self.name]
-        try:
-            listing = subprocess.run(
-                ["squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k"],
-                capture_output=True,
-                text=True,
-                env=self.env,
-                timeout=COMMAND_TIMEOUT,
-            ).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+        listing = self._run("squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k")
+        if listing is None:
+            return UNANSWERED
         for line in listing.splitlines():
             job_id, state, node, reason, comment = (line.split("|", 4) + [""] * 5)[:5]
             if comment == self.tag:
@@ -285,7 +286,7 @@ class _Job:
     def look(self) -> None:
         """Say once that the job waits in the queue, and once where it started."""
         found = self.find()
-        if found is None:
+        if found is None or found is UNANSWERED:
             return
         if found.state == "PENDING" and not self.said_queued:
             self.said_queued = True
@@ -301,70 +302,104 @@ class _Job:
         """The job's state once srun has returned (waiting up to ``settle`` s for it to leave the active
         states); says where it ran if that was never said."""
         was_started = self.started
-        found = self.find()
-        deadline = time.monotonic() + settle
-        while found is not None and found.state in ACTIVE_STATES and time.monotonic() < deadline:
-            time.sleep(0.1)
-            found = self.find()
+        _, found = self._settle(settle)
         if found is not None and not was_started and found.node:
             log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
         return found
 
     def cancel(self, reason: str, worker: threading.Thread, inner: StepGuard, first: int = signal.SIGTERM) -> None:
-        """End the job, wait until SLURM says it has ended, then make sure srun has exited.
-
-        A running job first gets ``first`` when it is not SIGTERM (SIGINT for Ctrl+C, so the task's
-        ``except KeyboardInterrupt`` runs, as for a local step); then, or at once, it is cancelled
-        (scancel: SIGTERM), and killed if it outlives the grace.
-        """
-        with _signals_deferred():
+        """End the job, wait until SLURM says it has ended, then make sure srun has exited."""
+        with self.cancelling, signals_deferred(reraise=False):
+            if self.cancelled:
+                return
+            self.cancelled = True
             found = self.find()
+            if found is UNANSWERED:
+                found = self.last  # as last seen: it may still run
             if found is None:
                 # Not submitted yet (or srun is still asking for it): ending srun withdraws the request.
                 log.warning(f"{self.label} {reason}: ending srun before SLURM has queued the job.")
                 inner.stop(reason)
                 worker.join()
                 found = self.find()
-            if found is not None and found.state in ACTIVE_STATES:
-                job_id = found.job_id
-                if first != signal.SIGTERM and found.state == "RUNNING":  # a pending job cannot be signalled
-                    name = signal.Signals(first).name
-                    log.warning(f"{self.label} {reason}: sending {name} to SLURM job {job_id} (scancel).")
-                    self._scancel(job_id, f"--signal={name[3:]}")
-                    if not self._wait_ended(inner.grace):
-                        log.warning(f"SLURM job {job_id} still runs {inner.grace:g} s after {name}: cancelling it.")
-                        self._end(job_id, inner.grace)
-                else:
-                    log.warning(f"{self.label} {reason}: cancelling SLURM job {job_id} (scancel).")
-                    self._end(job_id, inner.grace)
-                log.info(f"SLURM job {job_id} has ended.")
+            if found is not None and found is not UNANSWERED and found.state in ACTIVE_STATES:
+                self._end(found, reason, first, inner.grace)
             worker.join(COMMAND_TIMEOUT)
             if worker.is_alive():
                 inner.stop(reason)
                 worker.join()
 
-    def _end(self, job_id: str, grace: float) -> None:
-        """scancel the job (its tasks get SIGTERM); SIGKILL if it still runs ``grace`` seconds later."""
-        self._scancel(job_id)
-        if not self._wait_ended(grace):
-            log.warning(f"SLURM job {job_id} still runs {grace:g} s after scancel: killing it.")
-            self._scancel(job_id, "--signal=KILL", "--full")
-            if not self._wait_ended(CANCEL_WAIT):
-                log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
+    def _end(self, found: JobState, reason: str, first: int, grace: float) -> None:
+        """As a local step is ended: a running job's tasks get ``first`` (what Lynx received), then
+        SIGTERM, then SIGKILL, ``grace`` seconds apart, while the job still runs (signals only: a
+        job that scancel has cancelled takes no more signals); then the job is cancelled (a
+        pending one at once), and waited for until SLURM says it has ended."""
+        job_id = found.job_id
+        if found.state == "RUNNING":
+            signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
+            for index, signum in enumerate(signals):
+                name = signal.Signals(signum).name
+                if index:
+                    previous = signal.Signals(signals[index - 1]).name
+                    log.warning(f"SLURM job {job_id} still runs {grace:g} s after {previous}: sending {name}.")
+                else:
+                    log.warning(f"{self.label} {reason}: sending {name} to SLURM job {job_id} (scancel).")
+                self._scancel(f"--signal={name[3:]}", job_id)
+                if self._settle(grace)[0]:
+                    log.info(f"SLURM job {job_id} has ended.")
+                    return
+            log.warning(f"SLURM job {job_id} still runs {grace:g} s after SIGTERM: killing it (SIGKILL).")
+            # SIGKILL to the job itself would be a plain cancel, with SLURM's own KillWait; to its steps it is not.
+            for step_id in self._steps(job_id) or [f"{job_id}.0"]:
+                self._scancel("--signal=KILL", step_id)
+        else:
+            log.warning(f"{self.label} {reason}: cancelling SLURM job {job_id} (scancel).")
+        self._scancel(job_id, quiet=True)
+        if self._settle(CANCEL_WAIT)[0]:
+            log.info(f"SLURM job {job_id} has ended.")
+        else:
+            log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
 
-    def _scancel(self, job_id: str, *options: str) -> None:
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(["scancel", *options, job_id], capture_output=True, env=self.env, timeout=COMMAND_TIMEOUT)
+    def _steps(self, job_id: str) -> list[str]:
+        listing = self._run("squeue", "-h", "-s", "-j", job_id, "-o", "%i")
+        return listing.split() if listing else []
 
-    def _wait_ended(self, seconds: float) -> bool:
+    def _scancel(self, *arguments: str, quiet: bool = False) -> None:
+        """Run scancel; say it when SLURM refuses (unless ``quiet``: the job may have ended already)."""
+        refusal: list[str] = []
+        self._run("scancel", *arguments, refusal=refusal)
+        if refusal and not quiet:
+            log.warning(f"scancel {' '.join(arguments)}: {refusal[0]}")
+
+    def _settle(self, seconds: float) -> tuple[bool, JobState | None]:
+        """Wait up to ``seconds`` until SLURM says the job has ended (or no longer lists it): whether
+        it has, and its last state. squeue not answering is not an end."""
         deadline = time.monotonic() + seconds
-        while True:
-            found = self.find()
-            if found is None or found.state not in ACTIVE_STATES:
-                return True
+        found = self.find()
+        while found is UNANSWERED or (found is not None and found.state in ACTIVE_STATES):
             if time.monotonic() >= deadline:
-                return False
+                return False, None if found is UNANSWERED else found
             time.sleep(0.1)
+            found = self.find()
+        return True, found
+
+    def _run(self, *command: str, refusal: list[str] | None = None) -> str | None:
+        """A SLURM command's output; None when it fails (its message then in ``refusal``)."""
+        try:
+            answer = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=COMMAND_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            if refusal is not None:
+                refusal.append(str(error))
+            return None
+        if answer.returncode != 0:
+            if refusal is not None:
+                refusal.append(" ".join(answer.stderr.split()) or f"exit code {answer.returncode}")
+            return None
+        return answer.stdout
+
+
+# What find() says when squeue does not answer: the job may be in any state.
+UNANSWERED = JobState("", "UNANSWERED", None, "")
 
 
 class _Tail:

@@ -726,3 +726,113 @@ def test_answers_typed_ahead_on_a_pipe_are_read_one_line_per_question(tmp_path: 
     assert result.returncode == 0, output
     assert "Restarting pipeline..." in output
     assert json.dumps((tmp_path / "runs").read_text()) == '"xx"'
+
+
+# ---------------------------------------------------------------------------------------------
+# What a review of the process code found
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_timeout_holds_for_a_step_that_closed_its_output(tmp_path: Path) -> None:
+    """A step that redirects its own output (a log of its own) still has the pipe's end, not its own."""
+    script = write_script(tmp_path, "quiet.sh", '#!/bin/sh\necho "to Lynx"\nexec >own.log 2>&1\nsleep 30\n')
+    script.chmod(0o755)
+    write_config(tmp_path, "steps:\n  - script: quiet.sh\n    timeout: 2\n")
+
+    began = time.monotonic()
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path)
+    took = time.monotonic() - began
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Step 1 (quiet.sh) timed out after 2 s and was ended." in output
+    assert took < 2 + 5 + 10, f"took {took:.1f} s"
+
+
+def test_what_a_step_starts_while_it_is_being_ended_is_ended_too(tmp_path: Path) -> None:
+    """A trap that starts a process on SIGTERM: the step's group stays pinned until the end, and each
+    round looks for such late children."""
+    write_script(
+        tmp_path,
+        "trap.sh",
+        f"""#!/bin/sh
+        trap 'sleep 300 & echo $! > {tmp_path / "late.pid"}; exit 1' TERM
+        echo ready
+        while true; do sleep 0.1; done
+        """,
+    ).chmod(0o755)
+    write_config(tmp_path, "steps:\n  - script: trap.sh\n    timeout: 1\n")
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    late = int(wait_for(lambda: (tmp_path / "late.pid").exists() and (tmp_path / "late.pid").read_text().strip()))
+    assert not psutil.pid_exists(late) or psutil.Process(late).status() == psutil.STATUS_ZOMBIE
+
+
+def test_ctrl_c_while_a_timed_out_step_is_ended_still_stops_lynx(tmp_path: Path) -> None:
+    """The Ctrl+C is held while the step is ended, then acted on: the next step never starts."""
+    write_script(
+        tmp_path,
+        "stubborn.py",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n",
+    )
+    write_script(tmp_path, "second.py", "open('second-ran', 'w').close()\n")
+    write_config(tmp_path, "steps:\n  - script: stubborn.py\n    timeout: 1\n  - script: second.py\n")
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        output = ""
+        assert lynx.stdout is not None
+        while "timed out after 1 s: ending it" not in output:
+            line = lynx.stdout.readline()
+            assert line, output
+            output += line
+        lynx.send_signal(signal.SIGINT)
+        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
+        output += rest
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 130, output
+    assert not (tmp_path / "second-ran").exists(), output
+    assert "killing it (SIGKILL)" in output
+
+
+def test_two_quick_ctrl_c_leave_no_step_running(tmp_path: Path) -> None:
+    """The second Ctrl+C, a few milliseconds after the first, cannot cut the step's end short."""
+    write_script(
+        tmp_path,
+        "sleeper.py",
+        f"import os, time\nopen({str(tmp_path / 'pid')!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+    )
+    write_config(tmp_path, "steps:\n  - script: sleeper.py\n")
+    for gap in (0.001, 0.005, 0.01):
+        (tmp_path / "pid").unlink(missing_ok=True)
+        lynx = subprocess.Popen(
+            [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=clean_env(),
+        )
+        try:
+            step = int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text()))
+            lynx.send_signal(signal.SIGINT)
+            time.sleep(gap)
+            lynx.send_signal(signal.SIGINT)
+            assert lynx.wait(timeout=ESCALATION_TIMEOUT) == 130
+        finally:
+            if lynx.poll() is None:
+                lynx.kill()
+                lynx.wait()
+        assert wait_for(lambda step=step: not psutil.pid_exists(step), timeout=10), f"the step outlived Lynx ({gap} s)"

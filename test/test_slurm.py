@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pexpect
+import psutil
 import pytest
 from conftest import clean_env, lynx_command, run_lynx, wait_for, write_config, write_script
 
@@ -291,7 +292,7 @@ def test_ctrl_c_cancels_a_job_that_ignores_sigint_after_the_grace(tmp_path: Path
         child.expect("started")
         child.sendintr()
         child.expect(r"sending SIGINT to SLURM job \d+ \(scancel\)")
-        child.expect(r"SLURM job \d+ still runs 5 s after SIGINT: cancelling it\.")
+        child.expect(r"SLURM job \d+ still runs 5 s after SIGINT: sending SIGTERM\.")
         child.expect(r"SLURM job \d+ has ended\.")
         child.expect(pexpect.EOF)
     finally:
@@ -330,7 +331,7 @@ def test_lynx_stop_cancels_the_job(lynx_dir: Path, pipeline: str, state: str) ->
     stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert jobs_of(pipeline) == []
-    assert re.search(r"cancelling SLURM job \d+ \(scancel\)", log.read_text())
+    assert re.search(r"(sending SIGTERM to|cancelling) SLURM job \d+ \(scancel\)", log.read_text())
 
 
 def test_timeout_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
@@ -340,7 +341,7 @@ def test_timeout_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
     result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
     assert result.returncode == 1
     assert time.monotonic() - began < 45
-    assert re.search(r"Step 1 \(train\.py\) timed out after 3 s: cancelling SLURM job \d+", result.stdout)
+    assert re.search(r"Step 1 \(train\.py\) timed out after 3 s: sending SIGTERM to SLURM job \d+", result.stdout)
     assert "Step 1 (train.py) timed out after 3 s and was ended." in result.stdout
     assert jobs_of(pipeline) == []
 
@@ -424,12 +425,16 @@ def test_slurm_step_on_a_background_cron_schedule(lynx_dir: Path, pipeline: str)
     started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=env_with_slurm())
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        wait_for(lambda: len(job_records(lynx_dir)) >= 2, timeout=90)
+        wait_for(lambda: len(job_records(lynx_dir)) >= 3, timeout=90)
+        # srun's helper, re-parented to Lynx (a subreaper), is reaped after each step: none piles up.
+        scheduler = psutil.Process(json.loads((lynx_dir / ".lynx_pid.json").read_text())["pid"])
+        zombies = [child for child in scheduler.children() if child.status() == psutil.STATUS_ZOMBIE]
+        assert len(zombies) <= 1, zombies
     finally:
         stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     ids = [record["SLURM_JOB_ID"] for record in job_records(lynx_dir)]
-    assert len(set(ids)) == len(ids) >= 2
+    assert len(set(ids)) == len(ids) >= 3
     assert None not in ids
 
 
@@ -474,4 +479,86 @@ def test_sigterm_to_lynx_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
             lynx.kill()
             lynx.communicate()
     assert lynx.returncode == 143, output
+    assert jobs_of(pipeline) == []
+
+
+IGNORES_SIGTERM = """
+import signal
+signal.signal(signal.SIGTERM, lambda *_: print("ignoring SIGTERM", flush=True))
+time.sleep(600)
+"""
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_not_slurms_kill_wait(
+    tmp_path: Path, pipeline: str
+) -> None:
+    """SIGKILL goes to the job's steps while it still runs: a cancelled job would wait for KillWait (30 s)."""
+    job_script(tmp_path, "train.py", IGNORES_SIGTERM)
+    write_config(tmp_path, "steps:\n  - script: train.py\n    timeout: 2\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    began = time.monotonic()
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stdout
+    assert "ignoring SIGTERM" in result.stdout
+    assert re.search(r"SLURM job \d+ still runs 5 s after SIGTERM: killing it \(SIGKILL\)\.", result.stdout)
+    assert re.search(r"SLURM job \d+ has ended\.", result.stdout)
+    assert took < 2 + 5 + 15, f"took {took:.1f} s"
+    assert jobs_of(pipeline) == []
+
+
+def test_a_job_whose_srun_is_killed_is_cancelled(tmp_path: Path, pipeline: str) -> None:
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_with_slurm(),
+    )
+    try:
+        wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
+        # srun and its helper, killed at once (the OOM killer, a user's kill): the job itself runs on.
+        for srun in [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]:
+            srun.kill()
+        output, _ = lynx.communicate(timeout=60)
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 1, output
+    assert re.search(r"lost its srun \(exit code -9\): sending SIGTERM to SLURM job \d+", output), output
+    assert jobs_of(pipeline) == []
+
+
+def test_a_second_ctrl_c_on_a_schedule_still_leaves_no_job(tmp_path: Path, pipeline: str) -> None:
+    """On a schedule the main thread ends the job itself, deferring a second Ctrl+C until it has ended."""
+    job_script(tmp_path, "train.py", CHECKPOINT_ON_CTRL_C)
+    write_config(
+        tmp_path, "cron: {second: '*/2'}\nsteps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml"
+    )
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env_with_slurm(),
+    )
+    try:
+        wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
+        lynx.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        lynx.send_signal(signal.SIGINT)
+        output, _ = lynx.communicate(timeout=60)
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 130, output
+    assert "saving a checkpoint" in output
+    assert re.search(r"SLURM job \d+ has ended\.", output), output
     assert jobs_of(pipeline) == []
