@@ -27,12 +27,13 @@ from harness import (
     kill_tree,
     median,
     ratio,
+    run_chain,
     steps_config,
     write,
 )
 
-# The last commit before issue 8's history, status and logs: its one-shot run is the import baseline.
-BEFORE_ISSUE_8 = "32f2902"
+# The last commit before issues 7-10 (the core Lynx): the baseline of a plain config's one-shot run.
+BEFORE = "32f2902"
 HISTORY_LINES = 100_000
 
 # Runs in a process of its own: one real run records the reporter calls, which are then replayed
@@ -179,24 +180,24 @@ def _imported(bench: Bench, cwd: Path, source: Path) -> dict[str, int]:
 
 
 def _old_lynx(root: Path) -> Path:
-    """The lynx package as it was before issue 8, unpacked from the repository's history."""
-    target = root / f"lynx-{BEFORE_ISSUE_8}"
+    """The lynx package as it was before issues 7-10, unpacked from the repository's history."""
+    target = root / f"lynx-{BEFORE}"
     if not target.exists():
         try:
             archive = subprocess.run(
-                ["git", "-C", str(REPO), "archive", BEFORE_ISSUE_8, "lynx"], capture_output=True, timeout=60
+                ["git", "-C", str(REPO), "archive", BEFORE, "lynx"], capture_output=True, timeout=60
             )
         except OSError as error:
-            raise SkipFigure(f"git is needed to unpack commit {BEFORE_ISSUE_8} ({error.strerror})") from None
+            raise SkipFigure(f"git is needed to unpack commit {BEFORE} ({error.strerror})") from None
         if archive.returncode != 0:
-            raise SkipFigure(f"commit {BEFORE_ISSUE_8} is not in this repository's history (a shallow clone?)")
+            raise SkipFigure(f"commit {BEFORE} is not in this repository's history (a shallow clone?)")
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
             tar.extractall(target)  # our own repository's history: trusted
     return target
 
 
 def figure_imports(bench: Bench) -> list[Row]:
-    """The modules a one-shot run imports (``-X importtime``) vs the same run before issue 8 (32f2902)."""
+    """The modules a one-shot run imports (``-X importtime``) vs the same run before issues 7-10."""
     cwd = bench.folder("imports")
     write(cwd, "step.py", TRIVIAL_STEP)
     write(cwd, "one-step.yaml", steps_config([("step.py", [])]))
@@ -208,16 +209,50 @@ def figure_imports(bench: Bench) -> list[Row]:
     listed = ", ".join(f"{name} {now[name] / 1000:.1f} ms" for name in new) or "none"
     return [
         Row(
-            f"imports: one-shot run's modules vs before issue 8 ({BEFORE_ISSUE_8})",
+            f"imports: one-shot run's modules vs before issues 7-10 ({BEFORE})",
             f"{len(now)} modules",
             f"{len(before)} modules",
             f"+{len(new)} ({len(outside)} outside lynx, {fmt_ms(cost)})",
             "nothing new outside lynx",
             not outside,
             samples={"new": {name: now[name] for name in new}, "gone": sorted(set(before) - set(now))},
-            note=f"new since {BEFORE_ISSUE_8}, with their own import time: {listed}",
+            note=f"new since {BEFORE}, with their own import time: {listed}",
         )
     ]
+
+
+def figure_before(bench: Bench) -> list[Row]:
+    """A plain config (1 step, 20 steps) run once by this Lynx vs the Lynx before issues 7-10: the new
+    keys, the history and the hardening must cost a config without them nothing."""
+    cwd = bench.folder("before")
+    old = _old_lynx(bench.root)
+    scripts = [f"step_{number:02d}.py" for number in range(1, 21)]
+    for script in scripts:
+        write(cwd, script, TRIVIAL_STEP)
+    write(cwd, "one-step.yaml", steps_config([(scripts[0], [])]))
+    write(cwd, "steps20.yaml", steps_config([(script, []) for script in scripts]))
+    configs = {"1 step": "one-step.yaml", "20 steps": "steps20.yaml"}
+    return [_before_row(bench, cwd, old, label, config) for label, config in configs.items()]
+
+
+def _before_row(bench: Bench, cwd: Path, old: Path, label: str, config: str) -> Row:
+    argv = [PYTHON, "-m", "lynx", "start", "-ni", "-cf", config]
+
+    def run(source: Path, what: str) -> float:
+        return run_chain([argv], cwd=cwd, env=_probe_env(bench, source), timeout=bench.timeout, what=what).wall
+
+    a, b = bench.interleave(lambda: run(REPO, f"lynx ({label})"), lambda: run(old, f"lynx {BEFORE} ({label})"))
+    la, lb = median(a), median(b)
+    value = ratio(la, lb)
+    return Row(
+        f"before: `lynx start -ni`, {label}, plain config vs Lynx {BEFORE}",
+        fmt_ms(la),
+        fmt_ms(lb),
+        f"{value:.2f}x ({fmt_diff_ms(la - lb)})",
+        "<= 1.10x (noise)",
+        value <= 1.10,
+        samples={"lynx_s": a, "baseline_s": b},
+    )
 
 
 def _fill_history(cwd: Path, count: int) -> int:
@@ -303,5 +338,6 @@ def figure_commands(bench: Bench) -> list[Row]:
 FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "history": figure_history,
     "imports": figure_imports,
+    "before": figure_before,
     "commands": figure_commands,
 }

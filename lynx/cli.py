@@ -32,8 +32,7 @@ def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(incomplete, type="file")]
 
 
-@cli.command()
-@click.option(
+_config_file_option = click.option(
     "--config-file",
     "-cf",
     default="conf/config.yaml",
@@ -42,6 +41,10 @@ def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) 
     shell_complete=_complete_path,
     help="The YAML config file.",
 )
+
+
+@cli.command()
+@_config_file_option
 @click.option(
     "--log-file",
     "-lf",
@@ -150,15 +153,7 @@ def history(limit: int, as_json: bool, name: str | None) -> int:
 
 
 @cli.command()
-@click.option(
-    "--config-file",
-    "-cf",
-    default="conf/config.yaml",
-    show_default=True,
-    metavar="PATH",
-    shell_complete=_complete_path,
-    help="The YAML config file.",
-)
+@_config_file_option
 def validate(config_file: str) -> int:
     """Check the config without running it: each step's command line, the next fire times."""
     _require_working_directory()

@@ -201,7 +201,7 @@ def run_job(
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
-    guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum))
+    guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True))
     worker.start()
     try:
         poll = FIRST_POLL
@@ -214,7 +214,7 @@ def run_job(
             now = time.monotonic()
             if ended_by is None and guard.stopping:
                 ended_by = "Lynx is stopping"
-                job.cancel(ended_by, worker, inner, first=guard.stop_signal)
+                job.cancel(ended_by, worker, inner, first=guard.stop_signal, stopping=True)
             elif ended_by is None and deadline is not None and now >= deadline:
                 ended_by = f"timed out after {step.timeout:g} s"
                 job.cancel(ended_by, worker, inner)
@@ -226,7 +226,7 @@ def run_job(
             job.cancel("failed", worker, inner)
             raise outcome["error"]
     except BaseException as error:
-        job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error))
+        job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
         guard.finished_elsewhere()
@@ -307,9 +307,20 @@ class _Job:
             log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
         return found
 
-    def cancel(self, reason: str, worker: threading.Thread, inner: StepGuard, first: int = signal.SIGTERM) -> None:
-        """End the job, wait until SLURM says it has ended, then make sure srun has exited."""
-        with self.cancelling, signals_deferred(reraise=False):
+    def cancel(
+        self,
+        reason: str,
+        worker: threading.Thread,
+        inner: StepGuard,
+        first: int = signal.SIGTERM,
+        stopping: bool = False,
+    ) -> None:
+        """End the job, wait until SLURM says it has ended, then make sure srun has exited.
+
+        Args:
+            stopping: Lynx itself is being interrupted (else a Ctrl+C meanwhile is raised afterwards).
+        """
+        with self.cancelling, signals_deferred(reraise=not stopping):
             if self.cancelled:
                 return
             self.cancelled = True

@@ -29,12 +29,13 @@ FIGURES = (
     "load5000",
     "history",
     "imports",
+    "before",
     "commands",
     "step-keys",
     "slurm",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
-MAY_SKIP = {"slurm", "imports"}
+MAY_SKIP = {"slurm", "imports", "before"}
 HEADER = ["figure", "Lynx", "baseline", "ratio / diff", "target", "holds"]
 
 

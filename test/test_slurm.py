@@ -6,6 +6,7 @@ The cluster tests need a running cluster: on a Debian machine, as root, ``test/s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -64,10 +65,6 @@ def jobs_of(pipeline: str) -> list[str]:
     return [line.split("|", 1)[0] for line in listing.splitlines() if f"|lynx:{pipeline}:" in line]
 
 
-def env_with_slurm() -> dict[str, str]:
-    return clean_env()
-
-
 def job_script(directory: Path, name: str, body: str = "") -> Path:
     """A step that records its job id, node, directory and FOO, prints 'started', runs ``body``."""
     body = body.replace("\n", "\n" + " " * 8)  # to the indentation of the text below, which is dedented
@@ -90,6 +87,26 @@ def job_script(directory: Path, name: str, body: str = "") -> Path:
 def job_records(directory: Path) -> list[dict[str, str]]:
     path = directory / "jobs.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@contextlib.contextmanager
+def running_lynx(directory: Path, pipeline: str) -> Iterator[subprocess.Popen[str]]:
+    """``lynx start -ni`` of the pipeline's config, its output piped; killed on the way out if still running."""
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        yield lynx
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
 
 
 # --- config (no cluster needed) ---
@@ -181,7 +198,7 @@ def test_output_arrives_live_and_the_job_is_recorded(tmp_path: Path, pipeline: s
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env_with_slurm(),
+        env=clean_env(),
     )
     try:
         wait_for(lambda: log.exists() and "INFO - started" in log.read_text(), timeout=60)
@@ -208,10 +225,10 @@ def test_exit_codes_come_through(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "bad.py", "sys.exit(3)")
     write_config(tmp_path, "steps:\n  - script: good.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     write_config(tmp_path, "steps:\n  - script: bad.py\n    slurm: {}\n", name=f"{pipeline}-bad.yaml")
-    good = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    good = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert good.returncode == 0, good.stdout + good.stderr
     assert "Step 1 (good.py) completed successfully." in good.stdout
-    bad = run_lynx("start", "-ni", "-cf", f"{pipeline}-bad.yaml", cwd=tmp_path, env=env_with_slurm())
+    bad = run_lynx("start", "-ni", "-cf", f"{pipeline}-bad.yaml", cwd=tmp_path, env=clean_env())
     assert bad.returncode == 1
     assert "Step 1 (bad.py) failed with exit code 3." in bad.stdout
     assert [record["SLURM_JOB_ID"] is not None for record in job_records(tmp_path)] == [True, True]
@@ -234,7 +251,7 @@ def test_env_cwd_and_arguments_reach_the_job(tmp_path: Path, pipeline: str) -> N
         """,
         name=f"{pipeline}.yaml",
     )
-    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert result.returncode == 0, result.stdout + result.stderr
     first, second = job_records(tmp_path)
     assert first["FOO"] == "bar baz"
@@ -249,7 +266,7 @@ def _spawn(tmp_path: Path, pipeline: str) -> pexpect.spawn:
         lynx_command()[0],
         ["start", "-ni", "-cf", f"{pipeline}.yaml"],
         cwd=str(tmp_path),
-        env=env_with_slurm(),
+        env=clean_env(),
         encoding="utf-8",
         timeout=60,
     )
@@ -323,12 +340,12 @@ def test_lynx_stop_cancels_the_job(lynx_dir: Path, pipeline: str, state: str) ->
     job_script(lynx_dir, "train.py", "time.sleep(600)")
     slurm = "{}" if state == "running" else "{begin: now+3600}"
     write_config(lynx_dir, f"steps:\n  - script: train.py\n    slurm: {slurm}\n", name=f"{pipeline}.yaml")
-    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=env_with_slurm())
+    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=clean_env())
     assert started.returncode == 0, started.stdout + started.stderr
     log = lynx_dir / "lynx.log"
     wait_for(lambda: log.exists() and re.search(r"(runs|queued) as SLURM job", log.read_text()), timeout=60)
     assert len(jobs_of(pipeline)) == 1
-    stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
+    stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=clean_env(), timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert jobs_of(pipeline) == []
     assert re.search(r"(sending SIGTERM to|cancelling) SLURM job \d+ \(scancel\)", log.read_text())
@@ -338,7 +355,7 @@ def test_timeout_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    timeout: 3\n    slurm: {}\n", name=f"{pipeline}.yaml")
     began = time.monotonic()
-    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert result.returncode == 1
     assert time.monotonic() - began < 45
     assert re.search(r"Step 1 \(train\.py\) timed out after 3 s: sending SIGTERM to SLURM job \d+", result.stdout)
@@ -349,7 +366,7 @@ def test_timeout_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
 def test_unknown_partition_fails_with_slurms_message(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {partition: nope}\n", name=f"{pipeline}.yaml")
-    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert result.returncode == 1
     assert (
         "Step 1 (train.py) could not be started: SLURM refused the job: Invalid partition name specified"
@@ -362,24 +379,11 @@ def test_job_cancelled_outside_lynx_fails_the_step_and_retries_resubmit(tmp_path
     # The first attempt waits to be cancelled from outside; the second succeeds.
     job_script(tmp_path, "train.py", "if len(open('jobs.jsonl').readlines()) == 1: time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    retries: 1\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_with_slurm(),
-    )
-    try:
+    with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: job_records(tmp_path), timeout=60)
         [job_id] = wait_for(lambda: jobs_of(pipeline), timeout=30)
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         output, _ = lynx.communicate(timeout=90)
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
     assert lynx.returncode == 0, output
     assert f"Step 1 (train.py): SLURM job {job_id} was cancelled outside Lynx" in output
     assert "Retrying Step 1 (train.py)" in output
@@ -401,7 +405,7 @@ def test_mixed_pipeline_runs_in_order(tmp_path: Path, pipeline: str) -> None:
         """,
         name=f"{pipeline}.yaml",
     )
-    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert result.returncode == 0, result.stdout + result.stderr
     records = job_records(tmp_path)
     assert [record["SLURM_JOB_ID"] is not None for record in records] == [False, True, False]
@@ -422,7 +426,7 @@ def test_slurm_step_on_a_background_cron_schedule(lynx_dir: Path, pipeline: str)
         """,
         name=f"{pipeline}.yaml",
     )
-    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=env_with_slurm())
+    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=clean_env())
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         wait_for(lambda: len(job_records(lynx_dir)) >= 3, timeout=90)
@@ -431,7 +435,7 @@ def test_slurm_step_on_a_background_cron_schedule(lynx_dir: Path, pipeline: str)
         zombies = [child for child in scheduler.children() if child.status() == psutil.STATUS_ZOMBIE]
         assert len(zombies) <= 1, zombies
     finally:
-        stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=env_with_slurm(), timeout=60)
+        stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=clean_env(), timeout=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     ids = [record["SLURM_JOB_ID"] for record in job_records(lynx_dir)]
     assert len(set(ids)) == len(ids) >= 3
@@ -445,7 +449,7 @@ def test_validate_shows_the_srun_command_and_asks_slurm(tmp_path: Path, pipeline
         "steps:\n  - script: train.py\n    slurm: {time: 5}\n  - script: train.py\n    slurm: {partition: nope}\n",
         name=f"{pipeline}.yaml",
     )
-    result = run_lynx("validate", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("validate", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     assert result.returncode == 0, result.stderr
     shown = (
         f"  runs on SLURM: srun --job-name=lynx:{pipeline}:train.py --chdir={tmp_path} --export=ALL --input=none "
@@ -461,23 +465,10 @@ def test_validate_shows_the_srun_command_and_asks_slurm(tmp_path: Path, pipeline
 def test_sigterm_to_lynx_cancels_the_job(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_with_slurm(),
-    )
-    try:
+    with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
         lynx.send_signal(signal.SIGTERM)
         output, _ = lynx.communicate(timeout=60)
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
     assert lynx.returncode == 143, output
     assert jobs_of(pipeline) == []
 
@@ -496,7 +487,7 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_not_slurms_kill_wa
     job_script(tmp_path, "train.py", IGNORES_SIGTERM)
     write_config(tmp_path, "steps:\n  - script: train.py\n    timeout: 2\n    slurm: {}\n", name=f"{pipeline}.yaml")
     began = time.monotonic()
-    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=env_with_slurm())
+    result = run_lynx("start", "-ni", "-cf", f"{pipeline}.yaml", cwd=tmp_path, env=clean_env())
     took = time.monotonic() - began
     assert result.returncode == 1, result.stdout
     assert "ignoring SIGTERM" in result.stdout
@@ -509,25 +500,12 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_not_slurms_kill_wa
 def test_a_job_whose_srun_is_killed_is_cancelled(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_with_slurm(),
-    )
-    try:
+    with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
         # srun and its helper, killed at once (the OOM killer, a user's kill): the job itself runs on.
         for srun in [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]:
             srun.kill()
         output, _ = lynx.communicate(timeout=60)
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
     assert lynx.returncode == 1, output
     assert re.search(r"lost its srun \(exit code -9\): sending SIGTERM to SLURM job \d+", output), output
     assert jobs_of(pipeline) == []
@@ -539,25 +517,12 @@ def test_a_second_ctrl_c_on_a_schedule_still_leaves_no_job(tmp_path: Path, pipel
     write_config(
         tmp_path, "cron: {second: '*/2'}\nsteps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml"
     )
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env_with_slurm(),
-    )
-    try:
+    with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
         lynx.send_signal(signal.SIGINT)
         time.sleep(0.3)
         lynx.send_signal(signal.SIGINT)
         output, _ = lynx.communicate(timeout=60)
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
     assert lynx.returncode == 130, output
     assert "saving a checkpoint" in output
     assert re.search(r"SLURM job \d+ has ended\.", output), output
