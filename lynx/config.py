@@ -431,7 +431,8 @@ def _interpolation_key(error: Any, document: Any) -> str:
     if match is None:
         return f"{key}: "
     number = int(match[1]) + 1
-    raw = document.get("steps")[number - 1] if isinstance(document, dict) else None
+    steps = document.get("steps") if isinstance(document, dict) else None
+    raw = steps[number - 1] if isinstance(steps, list) and number <= len(steps) else None
     script = raw.get("script") if isinstance(raw, dict) else None
     where = f"step {number} ({script})" if isinstance(script, str) else f"step {number}"
     return f"{where}: {match[2]}: " if match[2] else f"{where}: "
@@ -834,7 +835,7 @@ def _build_schedule(raw: Any, source: str) -> Schedule:
         if key not in CRON_KEYS:
             raise ConfigError(f"{source}: cron: {_unknown_key(key, CRON_KEYS)}")
     where = f"{source}: cron"
-    options = {
+    options: dict[str, Any] = {
         "misfire_grace_time": _whole(raw, "misfire_grace_time", where, MISFIRE_GRACE, minimum=1),
         "coalesce": _flag(raw, "coalesce", where, True),
         "run_on_start": _flag(raw, "run_on_start", where, False),

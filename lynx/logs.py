@@ -114,6 +114,8 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
         """
 
         what = f"the log file {path}"
+        # A binary file opened unbuffered (_open), where the standard handler keeps a text one.
+        stream: Any
         size = 0
         # Only a regular file (not a symlink, FIFO, terminal or device) is ever renamed.
         regular = False

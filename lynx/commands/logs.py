@@ -29,7 +29,7 @@ def logs(
     """Run ``lynx logs`` and return its exit code."""
     directory = directory or Path.cwd()
     out = stdout or sys.stdout.buffer
-    entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
+    entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
     if name is None and not entries:
         raise LynxError("no background Lynx is recorded here; start one with 'lynx start --background'")
     entries = daemon.select(entries, name)
@@ -119,3 +119,8 @@ def _replaced(path: str, handle: BinaryIO) -> bool:
     if now.st_size < handle.tell():  # truncated in place
         handle.seek(0)
     return False
+
+
+def _warn(stderr: TextIO, message: str) -> None:
+    """A record that cannot be read is named and left out; it must not hide the others."""
+    stderr.write(f"Warning: {message}\n")

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, TextIO
+from typing import Any, BinaryIO, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import Pipeline, load_pipeline
@@ -260,6 +260,6 @@ def _raise_on_termination_signals() -> None:
         signal.signal(signum, handler)
 
 
-def _binary(stream: TextIO) -> object:
+def _binary(stream: TextIO) -> BinaryIO:
     stream.flush()
-    return getattr(stream, "buffer", stream)
+    return getattr(stream, "buffer", stream)  # type: ignore[arg-type, no-any-return]  # a binary one, or as it is

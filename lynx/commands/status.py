@@ -32,7 +32,7 @@ def status(
     directory = directory or Path.cwd()
     now = now or datetime.now().astimezone()
     # A broken record must not hide the others: it is named on stderr and left out.
-    entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
+    entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
     entries = daemon.select(entries, name)
     rows = [describe(entry, now) for entry in entries]
     if as_json:
@@ -140,3 +140,8 @@ def _short(path: str | None, directory: Path) -> str:
         return "-"
     relative = os.path.relpath(path, directory)
     return path if relative.startswith("..") else relative
+
+
+def _warn(stderr: TextIO, message: str) -> None:
+    """A record that cannot be read is named and left out; it must not hide the others."""
+    stderr.write(f"Warning: {message}\n")
