@@ -100,6 +100,8 @@ class Step:
 
     def retry_wait(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` + 1: ``retry_delay × retry_backoff^(attempt-1)``, at most MAX_SECONDS."""
+        if self.retry_delay == 0:
+            return 0.0
         try:
             return min(self.retry_delay * self.retry_backoff ** (attempt - 1), MAX_SECONDS)
         except OverflowError:
@@ -263,11 +265,12 @@ def _loader(yaml: Any) -> Any:
                 key = (key_node.tag, key_node.value)
                 first = seen.get(key)
                 if first is not None:
+                    merge = key_node.tag == "tag:yaml.org,2002:merge"
+                    hint = "merge several with one list: <<: [*a, *b]" if merge else "YAML would keep only the last"
                     raise ConstructorError(
                         None,
                         None,
-                        f"duplicate key '{key_node.value}' (first at line {first.start_mark.line + 1}); "
-                        "YAML would keep only the last",
+                        f"duplicate key '{key_node.value}' (first at line {first.start_mark.line + 1}); {hint}",
                         key_node.start_mark,
                     )
                 seen[key] = key_node
@@ -386,6 +389,9 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
     from omegaconf.errors import OmegaConfBaseException
 
     written: list[Any] = []
+    # A mark no string of the file can hold by chance (a NUL and random digits).
+    mark = f"\0{os.urandom(8).hex()}:"
+    placeholder = re.compile(re.escape(mark) + "([0-9]+)\0")
 
     def hide(node: Any) -> Any:
         if isinstance(node, dict):
@@ -394,7 +400,7 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
             return [hide(value) for value in node]
         if isinstance(node, _WRITTEN):
             written.append(node)
-            return f"{_PLACEHOLDER_MARK}{len(written) - 1}{_PLACEHOLDER_MARK}"
+            return f"{mark}{len(written) - 1}\0"
         return node
 
     def restore(node: Any) -> Any:
@@ -402,11 +408,11 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
             return {restore(key): restore(value) for key, value in node.items()}
         if isinstance(node, list):
             return [restore(value) for value in node]
-        if isinstance(node, str) and _PLACEHOLDER_MARK in node:
-            alone = _PLACEHOLDER.fullmatch(node)
+        if isinstance(node, str) and mark in node:
+            alone = placeholder.fullmatch(node)
             if alone:
                 return written[int(alone[1])]
-            return _PLACEHOLDER.sub(lambda match: written[int(match[1])].text, node)
+            return placeholder.sub(lambda match: written[int(match[1])].text, node)
         return node
 
     try:
@@ -415,11 +421,6 @@ def _resolve_interpolations(document: Any, source: str) -> Any:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         where = _interpolation_key(error, document)
         raise ConfigError(f"{source}: {where}cannot resolve an interpolation: {message}") from None
-
-
-# A NUL, which no argument or variable may hold (both are refused later), marks a placeholder.
-_PLACEHOLDER_MARK = "\0"
-_PLACEHOLDER = re.compile("\0([0-9]+)\0")
 
 
 def _interpolation_key(error: Any, document: Any) -> str:

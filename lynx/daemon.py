@@ -204,13 +204,15 @@ def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
     """Python running Lynx's own detached start (``-c '…lynx.cli…' start … --detached``) or the
     original Lynx's ``schedular.py``."""
     if len(cmdline) >= 3 and cmdline[1] == "-c":
-        boot = cmdline[2]
-        return boot.startswith(_BOOT_HEAD) and boot.endswith(_BOOT_TAIL) and "--detached" in cmdline[3:]
-    return (
-        len(cmdline) >= 2
-        and _PYTHON.fullmatch(os.path.basename(cmdline[0])) is not None
-        and os.path.basename(cmdline[1]) in _ORIGINAL_SCRIPTS
-    )
+        # Earlier versions booted without waiting for their record; their boot ends the same way.
+        return cmdline[2].endswith(_BOOT_TAIL) and "--detached" in cmdline[3:]
+    if len(cmdline) < 2 or _PYTHON.fullmatch(os.path.basename(cmdline[0])) is None:
+        return False
+    words = list(cmdline[1:])
+    while words and words[0].startswith("-") and words[0] not in ("-c", "-m", "-"):
+        # Interpreter options before the script (python -u schedular.py); -X and -W take a value.
+        words = words[2:] if words[0] in ("-X", "-W") else words[1:]
+    return bool(words) and os.path.basename(words[0]) in _ORIGINAL_SCRIPTS
 
 
 def not_signallable(entry: SchedulerEntry, process: Any) -> str | None:

@@ -74,6 +74,9 @@ class StepGuard:
         # How to end a step that does not run here (a SLURM job): called with the reason and signal.
         self._ender: Callable[[str, int], None] | None = None
         self._stopping = threading.Event()
+        # Held by stop() while it ends a local step: the step's own thread then leaves reaping it
+        # to stop(), which keeps the step's process group pinned until its whole tree is ended.
+        self._ending = threading.Lock()
         # What stop() forwards first: what Lynx received (SIGINT for Ctrl+C).
         self.stop_signal: int = signal.SIGTERM
         self._suspended: tuple[list[Any], float] | None = None
@@ -87,14 +90,26 @@ class StepGuard:
     def stop(self, reason: str, signum: int = signal.SIGTERM) -> None:
         """End the running step, if any, ``signum`` first; no step starts after this."""
         self.stop_signal = signum
-        self._stopping.set()
-        with self._lock:
-            running, ender = self._running, self._ender
-        if running is not None:
-            popen, name = running
-            end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper, stopping=True)
-        elif ender is not None:
+        with self._ending:
+            self._stopping.set()
+            with self._lock:
+                running, ender = self._running, self._ender
+            if running is not None:
+                popen, name = running
+                end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper, stopping=True)
+        if running is None and ender is not None:
             ender(reason, signum)
+
+    @property
+    def _ended_elsewhere(self) -> bool:
+        """stop() is ending the local step now, and reaps it once its whole tree is ended."""
+        return self.stopping and self._ending.locked()
+
+    def _wait_for_ending(self) -> None:
+        """Until stop() is done ending the step (the step's own thread must not reap it before)."""
+        if self.stopping:
+            with self._ending:
+                pass
 
     def suspend(self) -> None:
         """Stop the running step's processes (Ctrl+Z). SIGSTOP, because the step's process group,
@@ -250,6 +265,7 @@ def run_step(
             poller.register(pidfd, select.POLLIN)
         next_check = started + FLOWING_CHECK
         pipe_open = True
+        ending = False
         while True:
             chunk: bytes | None = None
             if pipe_open:
@@ -258,7 +274,7 @@ def run_step(
                 if chunk == b"":
                     # Every writer has closed the pipe: the usual end, unless the step lives on
                     # without it (it redirected its output) and has a timeout to keep.
-                    if timeout is None:
+                    if timeout is None and not ending:
                         break
                     pipe_open = False
                     poller.unregister(fd)
@@ -271,9 +287,16 @@ def run_step(
             elif chunk is None:
                 left = None if timeout is None else started + guard._paused_seconds() + timeout - time.monotonic()
                 wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
-                events = poller.poll(_poll_ms(wait))
+                events = poller.poll(_poll_ms(EXIT_CHECK if ending else wait))
                 if pipe_open and any(ready == fd for ready, _ in events):
                     continue
+            if guard._ended_elsewhere:
+                # Another thread ends the step (Ctrl+C on a schedule): relay what it prints meanwhile,
+                # and leave its exit to that thread, watching for the end a few times a second.
+                if not ending and pidfd is not None:
+                    poller.unregister(pidfd)
+                ending = True
+                continue
             if popen.poll() is not None:
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
@@ -282,6 +305,7 @@ def run_step(
                 end_process_tree(popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper)
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
+        guard._wait_for_ending()
         returncode = popen.wait()
         if left_running:
             guard._leave_running(os.dup(fd), on_output)
@@ -484,10 +508,14 @@ def end_process_tree(
                 f"{name} {reason}: ending it ({signal.Signals(first).name} to PID {popen.pid}"
                 f" and {len(alive)} more process(es))."
             )
+            exited = False
             for index, signum in enumerate(signals):
                 if index:
                     previous = signal.Signals(signals[index - 1]).name
-                    log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
+                    if exited:
+                        log.warning(f"{name} has exited, {len(alive)} process(es) it started not yet: sending SIGTERM.")
+                    else:
+                        log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
                 _signal_all(popen, alive, signum)
                 # A process suspended with Ctrl+Z could not act on the signal.
                 _signal_all(popen, alive, signal.SIGCONT)
@@ -498,7 +526,8 @@ def end_process_tree(
                 if exited and not alive:
                     break
             else:
-                log.warning(f"{name} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
+                what = f"{name}: {len(alive)} process(es) it started" if exited else name
+                log.warning(f"{what} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
                 _signal_all(popen, alive, signal.SIGKILL)
                 psutil.wait_procs(alive, timeout=2)
         finally:
@@ -568,8 +597,9 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
     so a second press cannot orphan it and a suspended Lynx cannot hold its end up.
 
     Args:
-        reraise: raise the first signal that arrived meanwhile once done (a Ctrl+C while a
-            timed-out step is ended still stops Lynx); else it is dropped.
+        reraise: once done, raise what arrived meanwhile (a Ctrl+C while a timed-out step is
+            ended still stops Lynx): a termination signal before a Ctrl+Z, which it makes moot;
+            else it is dropped. Inside another deferral, what arrived is handed to that one.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -579,11 +609,21 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
     def hold(signum: int, frame: object) -> None:
         arrived.append(signum)
 
-    saved = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}
+    hold.lynx_hold = True  # type: ignore[attr-defined]
+    saved: dict[int, Any] = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
-        if reraise and arrived:
-            signal.raise_signal(arrived[0])
+        # Blocked while the handlers are put back: none can run half-way through.
+        signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+        try:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
+        outer = [signum for signum in arrived if getattr(saved[signum], "lynx_hold", False)]
+        for signum in outer:
+            saved[signum](signum, None)
+        terminating = [signum for signum in arrived if signum != signal.SIGTSTP]
+        if reraise and not outer and arrived:
+            signal.raise_signal(terminating[0] if terminating else signal.SIGTSTP)

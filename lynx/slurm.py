@@ -3,9 +3,9 @@
 ``srun`` itself runs under :func:`lynx.process.run_step` in a worker thread, so its output takes
 the same path as a local step's. This thread watches the job beside it: it says when the job is
 queued and when it starts, and when Lynx must end the step (Ctrl+C, SIGTERM, ``lynx stop``, a
-``timeout``) it cancels the job with ``scancel`` first, so the task gets SIGTERM and the job ends
-as CANCELLED, then waits until SLURM says the job has ended. ``srun`` is only signalled if it
-outlives its job.
+``timeout``) it ends the job as a local step is ended (``scancel --signal``: what Lynx received,
+then SIGTERM, then SIGKILL), cancels it, and waits until SLURM says it has ended. ``srun`` is only
+signalled if it outlives its job.
 """
 
 from __future__ import annotations
@@ -200,9 +200,9 @@ def run_job(
     worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
+    worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
     guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True))
-    worker.start()
     try:
         poll = FIRST_POLL
         next_look = time.monotonic() + poll
@@ -225,17 +225,17 @@ def run_job(
         if "error" in outcome:  # a bug in the relay: still, no job is left behind
             job.cancel("failed", worker, inner)
             raise outcome["error"]
+        ended: StepExit = outcome["exit"]
+        # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
+        final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
+        if ended_by is None and final is not None and final.state in ACTIVE_STATES - {"COMPLETING"}:
+            # srun ended by itself (killed, say) while its job goes on: the job must not outlive the step.
+            job.cancel(f"lost its srun (exit code {ended.returncode})", worker, inner)
     except BaseException as error:
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
         guard.finished_elsewhere()
-    ended: StepExit = outcome["exit"]
-    # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
-    final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
-    if ended_by is None and final is not None and final.state in ACTIVE_STATES - {"COMPLETING"}:
-        # srun ended by itself (killed, say) while its job goes on: the job must not outlive the step.
-        job.cancel(f"lost its srun (exit code {ended.returncode})", worker, inner)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
     launch_error = ended.launch_error
     if ended_by is None and ended.returncode != 0 and launch_error is None:
@@ -273,9 +273,11 @@ class _Job:
         """The job as squeue sees it now (also just after it ended); None when squeue does not list it,
         UNANSWERED when squeue does not answer."""
         fields = ["-j", self.last.job_id] if self.last is not None else ["-n", self.name]
-        listing = self._run("squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k")
+        refusal: list[str] = []
+        listing = self._run("squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k", refusal=refusal)
         if listing is None:
-            return UNANSWERED
+            # A job that ended a while ago (MinJobAge) is no longer known: squeue -j refuses its id.
+            return None if refusal and "Invalid job id" in refusal[0] else UNANSWERED
         for line in listing.splitlines():
             job_id, state, node, reason, comment = (line.split("|", 4) + [""] * 5)[:5]
             if comment == self.tag:
@@ -320,7 +322,8 @@ class _Job:
         Args:
             stopping: Lynx itself is being interrupted (else a Ctrl+C meanwhile is raised afterwards).
         """
-        with self.cancelling, signals_deferred(reraise=not stopping):
+        # Signals held first: a second Ctrl+C must not break the wait for the other thread's cancel.
+        with signals_deferred(reraise=not stopping), self.cancelling:
             if self.cancelled:
                 return
             self.cancelled = True
@@ -356,13 +359,13 @@ class _Job:
                 else:
                     log.warning(f"{self.label} {reason}: sending {name} to SLURM job {job_id} (scancel).")
                 self._scancel(f"--signal={name[3:]}", job_id)
-                if self._settle(grace)[0]:
-                    log.info(f"SLURM job {job_id} has ended.")
-                    return
-            log.warning(f"SLURM job {job_id} still runs {grace:g} s after SIGTERM: killing it (SIGKILL).")
-            # SIGKILL to the job itself would be a plain cancel, with SLURM's own KillWait; to its steps it is not.
-            for step_id in self._steps(job_id) or [f"{job_id}.0"]:
-                self._scancel("--signal=KILL", step_id)
+                if self._tasks_end(job_id, grace):
+                    break
+            else:
+                log.warning(f"SLURM job {job_id} still runs {grace:g} s after SIGTERM: killing it (SIGKILL).")
+                # SIGKILL to the job itself would be a plain cancel, with SLURM's own KillWait; to its steps it is not.
+                for step_id in self._steps(job_id) or [f"{job_id}.0"]:
+                    self._scancel("--signal=KILL", step_id)
         else:
             log.warning(f"{self.label} {reason}: cancelling SLURM job {job_id} (scancel).")
         self._scancel(job_id, quiet=True)
@@ -371,9 +374,24 @@ class _Job:
         else:
             log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
 
-    def _steps(self, job_id: str) -> list[str]:
+    def _steps(self, job_id: str) -> list[str] | None:
+        """The job's steps (``1234.0``, …) that still run; None when squeue does not answer."""
         listing = self._run("squeue", "-h", "-s", "-j", job_id, "-o", "%i")
-        return listing.split() if listing else []
+        return listing.split() if listing is not None else None
+
+    def _tasks_end(self, job_id: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` until the job has ended, or runs no step any more (its srun is gone,
+        and with it the tasks: only the allocation is left, for scancel)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = self.find()
+            if found is None or (found is not UNANSWERED and found.state not in ACTIVE_STATES):
+                return True
+            if found is not UNANSWERED and found.state == "RUNNING" and self._steps(job_id) == []:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def _scancel(self, *arguments: str, quiet: bool = False) -> None:
         """Run scancel; say it when SLURM refuses (unless ``quiet``: the job may have ended already)."""

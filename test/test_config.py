@@ -770,7 +770,7 @@ def test_a_merge_of_steps_that_themselves_merge_is_refused(work: Path) -> None:
 
 
 def test_two_merge_keys_in_one_step_are_a_duplicate_key(work: Path) -> None:
-    with pytest.raises(ConfigError, match="duplicate key '<<'"):
+    with pytest.raises(ConfigError, match=r"duplicate key '<<' .*merge several with one list: <<: \[\*a, \*b\]"):
         load(
             work,
             """
@@ -856,3 +856,16 @@ def test_python_on_a_script_that_is_run_directly_is_refused(work: Path) -> None:
     tool.chmod(0o755)
     with pytest.raises(ConfigError, match=r"'python' is the interpreter of \.py scripts; tool\.sh is run directly"):
         load(work, f"steps:\n  - script: tool.sh\n    python: {sys.executable}\n")
+
+
+def test_a_retry_without_a_delay_waits_nothing_whatever_the_backoff(work: Path) -> None:
+    (step,) = load(work, "steps:\n  - script: a.py\n    retries: 2000\n    retry_backoff: 2\n").steps
+
+    assert [step.retry_wait(attempt) for attempt in (1, 2, 1024, 1025, 1999)] == [0.0] * 5
+
+
+def test_a_string_with_nul_bytes_goes_through_an_interpolation_untouched(work: Path) -> None:
+    """Numbers go through OmegaConf as placeholders; no text of the file can pass for one."""
+    (step,) = load(work, 'vars: {x: 3.10}\nsteps:\n  - script: a.py\n    name: "\\x009\\x00 ${vars.x}"\n').steps
+
+    assert step.name == "\x009\x00 3.10"

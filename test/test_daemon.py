@@ -954,3 +954,33 @@ def test_logs_of_an_original_lynx_pid_file_says_it_records_no_log(workdir: Path)
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # The boot of Lynx before its scheduler waited for its record.
+        [sys.executable, "-c", "import time; time.sleep(60); from lynx.cli import main; main()", "start", "--detached"],
+        # The original Lynx, with an interpreter option before its script.
+        [sys.executable, "-u", "schedular.py", "--config-file", "conf/config.yaml"],
+    ],
+    ids=["earlier-boot", "python-option"],
+)
+def test_schedulers_of_earlier_versions_are_still_recognised_and_stopped(workdir: Path, command: list[str]) -> None:
+    write_script(workdir, "schedular.py", "import time\ntime.sleep(60)\n")
+    scheduler = subprocess.Popen(command, cwd=workdir)
+    try:
+        process = psutil.Process(scheduler.pid)
+        wait_for(lambda: process.cmdline() == command, timeout=10)
+        keys = ("pid", "name", "exe", "cmdline", "status", "username")
+        record = {key: getattr(process, key)() if key != "pid" else process.pid for key in keys}
+        (workdir / PID_FILE).write_text(json.dumps(record))
+        status = run_lynx("status", "--json", cwd=workdir)
+        assert [row["state"] for row in json.loads(status.stdout)] == ["waiting"], status.stdout + status.stderr
+        result = run_lynx("stop", "-y", cwd=workdir, timeout=40)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert scheduler.wait(timeout=20) is not None
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()

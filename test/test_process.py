@@ -836,3 +836,89 @@ def test_two_quick_ctrl_c_leave_no_step_running(tmp_path: Path) -> None:
                 lynx.kill()
                 lynx.wait()
         assert wait_for(lambda step=step: not psutil.pid_exists(step), timeout=10), f"the step outlived Lynx ({gap} s)"
+
+
+def test_what_a_step_starts_while_ctrl_c_ends_it_on_a_schedule_is_ended_too(tmp_path: Path) -> None:
+    """On a schedule the main thread ends the step while the step's own thread relays it: that thread
+    must not reap the step early, or the late process would no longer be found through its group."""
+    write_script(
+        tmp_path,
+        "trap.sh",
+        f"""#!/bin/sh
+        sleep 2 &
+        trap 'sleep 300 >/dev/null 2>&1 & echo $! > {tmp_path / "late.pid"}; exit 1' INT TERM
+        echo ready
+        while true; do sleep 0.1; done
+        """,
+    ).chmod(0o755)
+    # 'sleep 2 &' ignores SIGINT (a background job of sh): the main thread waits for it, while the
+    # step's own thread sees the step exit; the late process does not hold the output pipe.
+    write_config(tmp_path, "cron: {hour: 0, minute: 0, run_on_start: true}\nsteps:\n  - script: trap.sh\n")
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert lynx.stdout is not None
+        output = ""
+        while "ready" not in output:
+            line = lynx.stdout.readline()
+            assert line, output
+            output += line
+        lynx.send_signal(signal.SIGINT)
+        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
+        output += rest
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 130, output
+    late = int(wait_for(lambda: (tmp_path / "late.pid").exists() and (tmp_path / "late.pid").read_text().strip()))
+    assert not psutil.pid_exists(late) or psutil.Process(late).status() == psutil.STATUS_ZOMBIE, output
+
+
+def test_ctrl_z_then_ctrl_c_while_a_timed_out_step_is_ended_still_stops_lynx(tmp_path: Path) -> None:
+    """Held while the step is ended: the Ctrl+C wins over the Ctrl+Z that came first (stopping makes it moot)."""
+    write_script(
+        tmp_path,
+        "stubborn.py",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n",
+    )
+    write_script(tmp_path, "second.py", "open('second-ran', 'w').close()\n")
+    write_config(
+        tmp_path,
+        "steps:\n  - script: stubborn.py\n    timeout: 1\n    continue_on_error: true\n  - script: second.py\n",
+    )
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert lynx.stdout is not None
+        output = ""
+        while "timed out after 1 s: ending it" not in output:
+            line = lynx.stdout.readline()
+            assert line, output
+            output += line
+        # One after the other (sent together, the kernel would hand over SIGINT first, by number).
+        lynx.send_signal(signal.SIGTSTP)
+        time.sleep(0.3)
+        lynx.send_signal(signal.SIGINT)
+        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
+        output += rest
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.communicate()
+    assert lynx.returncode == 130, output
+    assert not (tmp_path / "second-ran").exists(), output
