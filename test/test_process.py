@@ -117,6 +117,45 @@ def lynx_in(tmp_path: Path) -> Iterator[Callable[..., Lynx]]:
     kill_processes_in(tmp_path)
 
 
+class PipedLynx:
+    """``lynx start -ni -cf config.yaml`` whose output is read here, line by line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.popen = subprocess.Popen(
+            [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=clean_env(),
+        )
+        self.output = ""
+
+    def read_until(self, text: str) -> None:
+        assert self.popen.stdout is not None
+        while text not in self.output:
+            line = self.popen.stdout.readline()
+            assert line, self.output
+            self.output += line
+
+    def finish(self, timeout: float) -> None:
+        rest, _ = self.popen.communicate(timeout=timeout)
+        self.output += rest
+
+
+@contextlib.contextmanager
+def piped_lynx(directory: Path) -> Iterator[PipedLynx]:
+    """A PipedLynx, killed on the way out if it still runs."""
+    lynx = PipedLynx(directory)
+    try:
+        yield lynx
+    finally:
+        if lynx.popen.poll() is None:
+            lynx.popen.kill()
+            lynx.popen.communicate()
+
+
 def spawn_shell(directory: Path) -> pexpect.spawn:
     """An interactive bash with job control in a terminal; Ctrl+D never ends the shell itself."""
     shell = pexpect.spawn(
@@ -770,41 +809,27 @@ def test_what_a_step_starts_while_it_is_being_ended_is_ended_too(tmp_path: Path)
     assert not psutil.pid_exists(late) or psutil.Process(late).status() == psutil.STATUS_ZOMBIE
 
 
-def test_ctrl_c_while_a_timed_out_step_is_ended_still_stops_lynx(tmp_path: Path) -> None:
-    """The Ctrl+C is held while the step is ended, then acted on: the next step never starts."""
+def stubborn_then_second(directory: Path) -> None:
+    """stubborn.py ignores SIGTERM (so its end takes the grace); second.py leaves 'second-ran' when it runs."""
     write_script(
-        tmp_path,
+        directory,
         "stubborn.py",
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n",
     )
-    write_script(tmp_path, "second.py", "open('second-ran', 'w').close()\n")
+    write_script(directory, "second.py", "open('second-ran', 'w').close()\n")
+
+
+def test_ctrl_c_while_a_timed_out_step_is_ended_still_stops_lynx(tmp_path: Path) -> None:
+    """The Ctrl+C is held while the step is ended, then acted on: the next step never starts."""
+    stubborn_then_second(tmp_path)
     write_config(tmp_path, "steps:\n  - script: stubborn.py\n    timeout: 1\n  - script: second.py\n")
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        output = ""
-        assert lynx.stdout is not None
-        while "timed out after 1 s: ending it" not in output:
-            line = lynx.stdout.readline()
-            assert line, output
-            output += line
-        lynx.send_signal(signal.SIGINT)
-        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
-        output += rest
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
-    assert lynx.returncode == 130, output
-    assert not (tmp_path / "second-ran").exists(), output
-    assert "killing it (SIGKILL)" in output
+    with piped_lynx(tmp_path) as lynx:
+        lynx.read_until("timed out after 1 s: ending it")
+        lynx.popen.send_signal(signal.SIGINT)
+        lynx.finish(timeout=ESCALATION_TIMEOUT)
+    assert lynx.popen.returncode == 130, lynx.output
+    assert not (tmp_path / "second-ran").exists(), lynx.output
+    assert "killing it (SIGKILL)" in lynx.output
 
 
 def test_two_quick_ctrl_c_leave_no_step_running(tmp_path: Path) -> None:
@@ -854,71 +879,28 @@ def test_what_a_step_starts_while_ctrl_c_ends_it_on_a_schedule_is_ended_too(tmp_
     # 'sleep 2 &' ignores SIGINT (a background job of sh): the main thread waits for it, while the
     # step's own thread sees the step exit; the late process does not hold the output pipe.
     write_config(tmp_path, "cron: {hour: 0, minute: 0, run_on_start: true}\nsteps:\n  - script: trap.sh\n")
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        assert lynx.stdout is not None
-        output = ""
-        while "ready" not in output:
-            line = lynx.stdout.readline()
-            assert line, output
-            output += line
-        lynx.send_signal(signal.SIGINT)
-        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
-        output += rest
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
-    assert lynx.returncode == 130, output
+    with piped_lynx(tmp_path) as lynx:
+        lynx.read_until("ready")
+        lynx.popen.send_signal(signal.SIGINT)
+        lynx.finish(timeout=ESCALATION_TIMEOUT)
+    assert lynx.popen.returncode == 130, lynx.output
     late = int(wait_for(lambda: (tmp_path / "late.pid").exists() and (tmp_path / "late.pid").read_text().strip()))
-    assert not psutil.pid_exists(late) or psutil.Process(late).status() == psutil.STATUS_ZOMBIE, output
+    assert not psutil.pid_exists(late) or psutil.Process(late).status() == psutil.STATUS_ZOMBIE, lynx.output
 
 
 def test_ctrl_z_then_ctrl_c_while_a_timed_out_step_is_ended_still_stops_lynx(tmp_path: Path) -> None:
     """Held while the step is ended: the Ctrl+C wins over the Ctrl+Z that came first (stopping makes it moot)."""
-    write_script(
-        tmp_path,
-        "stubborn.py",
-        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n",
-    )
-    write_script(tmp_path, "second.py", "open('second-ran', 'w').close()\n")
+    stubborn_then_second(tmp_path)
     write_config(
         tmp_path,
         "steps:\n  - script: stubborn.py\n    timeout: 1\n    continue_on_error: true\n  - script: second.py\n",
     )
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        assert lynx.stdout is not None
-        output = ""
-        while "timed out after 1 s: ending it" not in output:
-            line = lynx.stdout.readline()
-            assert line, output
-            output += line
+    with piped_lynx(tmp_path) as lynx:
+        lynx.read_until("timed out after 1 s: ending it")
         # One after the other (sent together, the kernel would hand over SIGINT first, by number).
-        lynx.send_signal(signal.SIGTSTP)
+        lynx.popen.send_signal(signal.SIGTSTP)
         time.sleep(0.3)
-        lynx.send_signal(signal.SIGINT)
-        rest, _ = lynx.communicate(timeout=ESCALATION_TIMEOUT)
-        output += rest
-    finally:
-        if lynx.poll() is None:
-            lynx.kill()
-            lynx.communicate()
-    assert lynx.returncode == 130, output
-    assert not (tmp_path / "second-ran").exists(), output
+        lynx.popen.send_signal(signal.SIGINT)
+        lynx.finish(timeout=ESCALATION_TIMEOUT)
+    assert lynx.popen.returncode == 130, lynx.output
+    assert not (tmp_path / "second-ran").exists(), lynx.output

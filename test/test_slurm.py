@@ -498,14 +498,18 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_not_slurms_kill_wa
     assert jobs_of(pipeline) == []
 
 
+def kill_sruns(lynx: subprocess.Popen[str]) -> None:
+    """srun and its helper, killed at once (the OOM killer, a user's kill): the job itself runs on."""
+    for srun in [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]:
+        srun.kill()
+
+
 def test_a_job_whose_srun_is_killed_is_cancelled(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
-        # srun and its helper, killed at once (the OOM killer, a user's kill): the job itself runs on.
-        for srun in [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]:
-            srun.kill()
+        kill_sruns(lynx)
         output, _ = lynx.communicate(timeout=60)
     assert lynx.returncode == 1, output
     assert re.search(r"lost its srun \(exit code -9\): sending SIGTERM to SLURM job \d+", output), output
@@ -519,8 +523,7 @@ def test_ctrl_c_after_srun_died_still_cancels_its_job(tmp_path: Path, pipeline: 
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     with running_lynx(tmp_path, pipeline) as lynx:
         wait_for(lambda: jobs_of(pipeline) and job_records(tmp_path), timeout=60)
-        for srun in [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]:
-            srun.kill()
+        kill_sruns(lynx)
         time.sleep(1)  # while Lynx looks at how the job ended
         lynx.send_signal(signal.SIGINT)
         output, _ = lynx.communicate(timeout=60)
