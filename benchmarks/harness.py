@@ -366,34 +366,31 @@ def time_to_first_statement(cwd: Path, env: dict[str, str], stamps: str) -> floa
     return found[0] - spawned
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of the process (all threads): per-thread schedstat (ns) when /proc has it, else psutil (ticks)."""
+def _schedstat(pid: int, field: int) -> int | None:
+    """A field of /proc/PID/task/*/schedstat summed over the process's threads; None without it."""
     total = 0
     tasks = glob.glob(f"/proc/{pid}/task/*/schedstat")
     for path in tasks:
         try:
             with open(path, "rb") as handle:
-                total += int(handle.read().split()[0])
+                total += int(handle.read().split()[field])
         except (OSError, ValueError, IndexError):
-            tasks = []
-            break
-    if tasks:
-        return total / 1e9
+            return None
+    return total if tasks else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the process (all threads): per-thread schedstat (ns) when /proc has it, else psutil (ticks)."""
+    nanoseconds = _schedstat(pid, 0)
+    if nanoseconds is not None:
+        return nanoseconds / 1e9
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
 
 
 def wakeups(pid: int) -> int | None:
     """How many times the process's threads have been put on a CPU (schedstat's third field); None without it."""
-    total = 0
-    tasks = glob.glob(f"/proc/{pid}/task/*/schedstat")
-    for path in tasks:
-        try:
-            with open(path, "rb") as handle:
-                total += int(handle.read().split()[2])
-        except (OSError, ValueError, IndexError):
-            return None
-    return total if tasks else None
+    return _schedstat(pid, 2)
 
 
 # --- the benchmark -----------------------------------------------------------------------------

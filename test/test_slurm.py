@@ -281,58 +281,61 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_reaches_a_running_job_as_keyboard_interrupt(tmp_path: Path, pipeline: str) -> None:
-    """As for a local step: SIGINT first (scancel --signal=INT), so the job can save its checkpoint."""
-    job_script(tmp_path, "train.py", CHECKPOINT_ON_CTRL_C)
-    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    child = _spawn(tmp_path, pipeline)
+def ctrl_c_and_expect(directory: Path, pipeline: str, started: str, *expected: str) -> None:
+    """Run the pipeline in a terminal; once ``started`` shows, press Ctrl+C and expect the lines
+    ``expected`` in order; Lynx exits 130 and leaves no job in the queue."""
+    child = _spawn(directory, pipeline)
     try:
-        child.expect("started")
+        child.expect(started)
         assert len(jobs_of(pipeline)) == 1
         child.sendintr()
-        child.expect(r"sending SIGINT to SLURM job \d+ \(scancel\)")
-        child.expect("saving a checkpoint")
-        child.expect(r"SLURM job \d+ has ended\.")
+        for pattern in expected:
+            child.expect(pattern)
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
     assert child.exitstatus == 130
-    assert (tmp_path / "checkpoint").exists()
     assert jobs_of(pipeline) == []
+
+
+def test_ctrl_c_reaches_a_running_job_as_keyboard_interrupt(tmp_path: Path, pipeline: str) -> None:
+    """As for a local step: SIGINT first (scancel --signal=INT), so the job can save its checkpoint."""
+    job_script(tmp_path, "train.py", CHECKPOINT_ON_CTRL_C)
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    ctrl_c_and_expect(
+        tmp_path,
+        pipeline,
+        "started",
+        r"sending SIGINT to SLURM job \d+ \(scancel\)",
+        "saving a checkpoint",
+        r"SLURM job \d+ has ended\.",
+    )
+    assert (tmp_path / "checkpoint").exists()
 
 
 def test_ctrl_c_cancels_a_job_that_ignores_sigint_after_the_grace(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    child = _spawn(tmp_path, pipeline)
-    try:
-        child.expect("started")
-        child.sendintr()
-        child.expect(r"sending SIGINT to SLURM job \d+ \(scancel\)")
-        child.expect(r"SLURM job \d+ still runs 5 s after SIGINT: sending SIGTERM\.")
-        child.expect(r"SLURM job \d+ has ended\.")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 130
-    assert jobs_of(pipeline) == []
+    ctrl_c_and_expect(
+        tmp_path,
+        pipeline,
+        "started",
+        r"sending SIGINT to SLURM job \d+ \(scancel\)",
+        r"SLURM job \d+ still runs 5 s after SIGINT: sending SIGTERM\.",
+        r"SLURM job \d+ has ended\.",
+    )
 
 
 def test_ctrl_c_cancels_a_pending_job(tmp_path: Path, pipeline: str) -> None:
     job_script(tmp_path, "train.py", "time.sleep(600)")
     write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {begin: now+3600}\n", name=f"{pipeline}.yaml")
-    child = _spawn(tmp_path, pipeline)
-    try:
-        child.expect(r"queued as SLURM job \d+ \(BeginTime\)")
-        assert len(jobs_of(pipeline)) == 1
-        child.sendintr()
-        child.expect(r"cancelling SLURM job \d+ \(scancel\)")
-        child.expect(r"SLURM job \d+ has ended\.")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    assert child.exitstatus == 130
-    assert jobs_of(pipeline) == []
+    ctrl_c_and_expect(
+        tmp_path,
+        pipeline,
+        r"queued as SLURM job \d+ \(BeginTime\)",
+        r"cancelling SLURM job \d+ \(scancel\)",
+        r"SLURM job \d+ has ended\.",
+    )
 
 
 @pytest.mark.parametrize("state", ["running", "pending"])
