@@ -15,6 +15,10 @@ class LynxError(click.ClickException):
 
     exit_code = EXIT_FAILED
 
+    def format_message(self) -> str:
+        """One line, whatever the message quotes (a script name with a newline in it, say)."""
+        return self.message.replace("\r", "\\r").replace("\n", "\\n")
+
 
 class ConfigError(LynxError):
     """The config file, or an option's value, is unusable; nothing has run."""

@@ -162,6 +162,15 @@ def test_a_config_that_is_not_utf8_is_one_error_line(work: Path) -> None:
     assert_config_refused(result, work, "config.yaml", "invalid YAML")
 
 
+def test_an_error_quoting_a_name_with_a_newline_stays_one_line(work: Path) -> None:
+    """Found by the fuzzer: a script named "new\\nline" that does not exist."""
+    write_config(work, 'steps:\n  - script: first.py\n  - script: "new\\nline"\n')
+
+    result = run_lynx("start", "-cf", "config.yaml", "-ni", cwd=work)
+
+    assert_config_refused(result, work, "step 2 (new\\nline): script not found")
+
+
 def test_a_config_over_16_mib_is_refused(work: Path) -> None:
     config = work / "config.yaml"
     with open(config, "wb") as handle:
