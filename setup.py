@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="lynx-pipeline",
@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    packages=["lynx", "lynx.commands"],
+    packages=find_packages(include=["lynx", "lynx.*"]),
     # A plain path entry for editable installs: no import hook slowing every interpreter start.
     package_dir={"": "."},
     python_requires=">=3.9",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from lynx.config import Step
+    from lynx.records import Step
     from lynx.runner import RunResult, StepRecord
 
 STATE_DIR = ".lynx"

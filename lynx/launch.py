@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Callable, Mapping
 
-from lynx.config import Pipeline, Step
 from lynx.process import StepExit, StepGuard, reap_orphans, run_step
+from lynx.records import Pipeline, Step
 
 
 def launch(

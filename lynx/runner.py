@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Mapping, Protocol, Sequence
 
-from lynx.config import Pipeline, Step
 from lynx.launch import launch
 from lynx.logs import OutputRelay, get_logger
 from lynx.process import StepGuard
+from lynx.records import Pipeline, Step
 from lynx.summary import summary_lines
 
 OUTPUT_HEAD = "-" * 20 + " Output " + "-" * 20

@@ -9,10 +9,10 @@ import threading
 from datetime import datetime
 from typing import Any, Callable
 
-from lynx.config import Schedule
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
 from lynx.process import StepGuard, describe_interruption, forwarded_signal
+from lynx.records import Schedule
 from lynx.runner import RunResult
 
 JOB_ID = "lynx-pipeline"

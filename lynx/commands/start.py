@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Mapping, TextIO
 
 from lynx import __version__, dialog
-from lynx.config import Pipeline, load_pipeline
+from lynx.config import load_pipeline
 from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
 from lynx.process import StepGuard, supervise_steps
+from lynx.records import Pipeline
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 
 

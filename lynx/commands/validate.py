@@ -8,8 +8,9 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
-from lynx.config import Pipeline, Schedule, Step, load_pipeline
+from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
+from lynx.records import Pipeline, Schedule, Step
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.

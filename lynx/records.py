@@ -1,0 +1,110 @@
+"""The frozen records a config becomes (``Step``, ``Schedule``, ``Pipeline``): what every other module reads.
+
+It imports nothing of Lynx's at load time, so that runner, launcher, history and commands depend on
+the records and not on the parser that builds them (:mod:`lynx.config`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
+MISFIRE_GRACE = 60
+# The longest wait a config may ask for (about 31 years): longer ones overflow the clocks that time them.
+MAX_SECONDS = 1e9
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a script, the words passed to it, and how and where it runs."""
+
+    number: int
+    script: str
+    path: str
+    arguments: tuple[str, ...] = ()
+    name: str | None = None
+    # Variables set on top of Lynx's environment; a None value removes the variable.
+    env: tuple[tuple[str, str | None], ...] = ()
+    cwd: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    retry_backoff: float = 1.0
+    continue_on_error: bool = False
+    # The interpreter for a .py script; None: the one running Lynx.
+    python: str | None = None
+    # srun long options (without dashes) when the step runs as a SLURM job; True gives a bare --option.
+    slurm: tuple[tuple[str, str | bool], ...] | None = None
+
+    @property
+    def title(self) -> str:
+        """What messages call the step: its name, else its script."""
+        return self.name or self.script
+
+    @property
+    def label(self) -> str:
+        return f"Step {self.number} ({self.title})"
+
+    def argv(self, python: str) -> tuple[str, ...]:
+        """The command line: a .py script with ``python`` (or the step's own), anything else run directly."""
+        if self.path.endswith(".py"):
+            return (self.python or python, self.path, *self.arguments)
+        return (self.path, *self.arguments)
+
+    def retry_wait(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` + 1: ``retry_delay × retry_backoff^(attempt-1)``, at most MAX_SECONDS."""
+        if self.retry_delay == 0:
+            return 0.0
+        try:
+            return min(self.retry_delay * self.retry_backoff ** (attempt - 1), MAX_SECONDS)
+        except OverflowError:
+            return MAX_SECONDS
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` with PYTHONUNBUFFERED=1 and the step's own variables."""
+        env = {**base, "PYTHONUNBUFFERED": "1"}
+        for key, value in self.env:
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to run: the fields of an APScheduler CronTrigger (a crontab line translated), and how."""
+
+    fields: tuple[tuple[str, Any], ...]
+    # The crontab line the fields came from, if any.
+    crontab: str | None = None
+    # crontab's rule when both the day of the month and the day of the week are restricted: either matches.
+    either_day: bool = False
+    misfire_grace_time: int = MISFIRE_GRACE
+    coalesce: bool = True
+    # With -ni/-bg: one run right at start, then the schedule.
+    run_on_start: bool = False
+
+    def trigger(self) -> Any:
+        """Build the trigger (raises ValueError/TypeError on bad values, lynx.cron.TimezoneError
+        when there is no ``timezone`` and TZ names no zone)."""
+        # lynx.cron is a leaf (it imports nothing of Lynx's) and brings APScheduler: only schedules load it.
+        from lynx.cron import build_trigger
+
+        return build_trigger(dict(self.fields), either_day=self.either_day)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A whole config: the file it came from, its steps and its optional schedule."""
+
+    source: str
+    steps: tuple[Step, ...]
+    schedule: Schedule | None = None
+
+    @property
+    def name(self) -> str:
+        """The config file's name without its extension: the default scheduler name."""
+        return os.path.splitext(os.path.basename(self.source))[0]
