@@ -869,3 +869,29 @@ def test_a_string_with_nul_bytes_goes_through_an_interpolation_untouched(work: P
     (step,) = load(work, 'vars: {x: 3.10}\nsteps:\n  - script: a.py\n    name: "\\x009\\x00 ${vars.x}"\n').steps
 
     assert step.name == "\x009\x00 3.10"
+
+
+def test_every_step_key_has_exactly_one_rule_and_every_rule_a_record_field() -> None:
+    """A new step key is one rule in steps.RULES, its name in STEP_KEYS and a field of Step: none forgotten."""
+    import dataclasses
+
+    from lynx.config.steps import RULES, STEP_KEYS
+
+    assert set(RULES) - {"path"} == set(STEP_KEYS) - {"script", "arguments"}
+    assert set(RULES) | {"number", "script", "arguments"} == {field.name for field in dataclasses.fields(Step)}
+
+
+def test_the_records_import_nothing_of_lynx_and_slurm_runs_jobs_without_the_config() -> None:
+    """Modules that need a Step depend on the records, never on the parser (no import circle)."""
+    import ast
+
+    import lynx
+
+    package = Path(lynx.__file__).parent
+    for module in ("records.py", "slurm.py", "runner.py", "launch.py", "history.py"):
+        tree = ast.parse((package / module).read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any(name == "lynx.config" or name.startswith("lynx.config.") for name in imported), module
+        if module == "records.py":
+            assert {name for name in imported if name.startswith("lynx")} <= {"lynx.cron"}

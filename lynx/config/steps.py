@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Dict, Mapping
 
 from lynx.config.slurm_options import option_problem
 from lynx.config.values import as_written, check_flag, check_number, check_whole, kind_of, shown, unknown_key
@@ -123,39 +123,80 @@ def build_step(number: int, raw: Any, context: StepContext) -> Step:
             arguments=arguments,
             python=context.python,
         )
+    fields: dict[str, Any] = {"script": script}
+    for field, rule in RULES.items():
+        fields[field] = rule(raw, where, context, fields)
+    return Step(number=number, arguments=arguments, **fields)
+
+
+# A rule gets the step's mapping, how errors name the step, the context, and the fields built so far;
+# it returns its record field's value (its default when the key is absent).
+Rule = Callable[[Mapping[str, Any], str, StepContext, Dict[str, Any]], Any]
+
+
+def _name(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
     name = raw.get("name")
     if name is not None:
         name = as_written(name)
         if name is None or not name.strip() or "\n" in name:
             raise ConfigError(f"{where}: 'name' must be one line of text, not a {kind_of(raw['name'])}")
+    return name
+
+
+def _cwd(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
     cwd = raw.get("cwd")
-    if cwd is not None:
-        cwd = context.directory(cwd, where)
+    return context.directory(cwd, where) if cwd is not None else None
+
+
+def _python(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
     python = raw.get("python")
-    if python is not None and not script.endswith(".py"):
-        raise ConfigError(f"{where}: 'python' is the interpreter of .py scripts; {script} is run directly")
-    python = context.interpreter(python, f"{where}: 'python'") if python is not None else context.python
-    timeout = check_number(raw, "timeout", where, None, minimum=0.0, inclusive=False)
-    retry_delay = check_number(raw, "retry_delay", where, 0.0, minimum=0.0)
-    retry_backoff = check_number(raw, "retry_backoff", where, 1.0, minimum=0.0, inclusive=False)
-    retries = check_whole(raw, "retries", where, 0, minimum=0)
-    continue_on_error = check_flag(raw, "continue_on_error", where, False)
-    return Step(
-        number=number,
-        script=script,
-        path=_script_path(script, where, context, cwd),
-        arguments=arguments,
-        name=name,
-        env=_build_env(raw.get("env"), where),
-        cwd=cwd,
-        timeout=timeout,
-        retries=retries,
-        retry_delay=retry_delay,
-        retry_backoff=retry_backoff,
-        continue_on_error=continue_on_error,
-        python=python,
-        slurm=_build_slurm(raw, where),
-    )
+    if python is None:
+        return context.python
+    if not fields["script"].endswith(".py"):
+        raise ConfigError(f"{where}: 'python' is the interpreter of .py scripts; {fields['script']} is run directly")
+    return context.interpreter(python, f"{where}: 'python'")
+
+
+def _path(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str:
+    return _script_path(fields["script"], where, context, fields["cwd"])
+
+
+def _env(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> Any:
+    return _build_env(raw.get("env"), where)
+
+
+def _slurm(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> Any:
+    return _build_slurm(raw, where)
+
+
+def _number_rule(key: str, default: float | None, *, inclusive: bool) -> Rule:
+    return lambda raw, where, context, fields: check_number(raw, key, where, default, minimum=0.0, inclusive=inclusive)
+
+
+def _whole_rule(key: str, default: int) -> Rule:
+    return lambda raw, where, context, fields: check_whole(raw, key, where, default, minimum=0)
+
+
+def _flag_rule(key: str, default: bool) -> Rule:
+    return lambda raw, where, context, fields: check_flag(raw, key, where, default)
+
+
+# Each record field's rule, in the order they are checked (the first problem found is the one said).
+# "path" is not a key of its own: the script is looked up once 'cwd' is known. A new step key is a
+# rule here, its name in STEP_KEYS (the order messages list them in) and its field in lynx.records.Step.
+RULES: dict[str, Rule] = {
+    "name": _name,
+    "cwd": _cwd,
+    "python": _python,
+    "timeout": _number_rule("timeout", None, inclusive=False),
+    "retry_delay": _number_rule("retry_delay", 0.0, inclusive=True),
+    "retry_backoff": _number_rule("retry_backoff", 1.0, inclusive=False),
+    "retries": _whole_rule("retries", 0),
+    "continue_on_error": _flag_rule("continue_on_error", False),
+    "path": _path,
+    "env": _env,
+    "slurm": _slurm,
+}
 
 
 def _script_path(script: str, where: str, context: StepContext, cwd: str | None) -> str:
