@@ -32,8 +32,10 @@ from harness import (
     write,
 )
 
-# The last commit before issues 7-10 (the core Lynx): the baseline of a plain config's one-shot run.
-BEFORE = "32f2902"
+# The baselines of a plain config's one-shot run: the last commit before issues 7-10 (the core Lynx),
+# and the last before issues 13-18 (config room, hardening, recovery, resume, notifications, parallel
+# steps), none of which may cost a config that does not use them anything.
+BASELINES = {"issues 7-10": "32f2902", "issues 13-18": "a1847a0"}
 HISTORY_LINES = 100_000
 
 # Runs in a process of its own: one real run records the reporter calls, which are then replayed
@@ -179,73 +181,80 @@ def _imported(bench: Bench, cwd: Path, source: Path) -> dict[str, int]:
     return found
 
 
-def _old_lynx(root: Path) -> Path:
-    """The lynx package as it was before issues 7-10, unpacked from the repository's history."""
-    target = root / f"lynx-{BEFORE}"
+def _old_lynx(root: Path, commit: str) -> Path:
+    """The lynx package as it was at ``commit``, unpacked from the repository's history."""
+    target = root / f"lynx-{commit}"
     if not target.exists():
         try:
             archive = subprocess.run(
-                ["git", "-C", str(REPO), "archive", BEFORE, "lynx"], capture_output=True, timeout=60
+                ["git", "-C", str(REPO), "archive", commit, "lynx"], capture_output=True, timeout=60
             )
         except OSError as error:
-            raise SkipFigure(f"git is needed to unpack commit {BEFORE} ({error.strerror})") from None
+            raise SkipFigure(f"git is needed to unpack commit {commit} ({error.strerror})") from None
         if archive.returncode != 0:
-            raise SkipFigure(f"commit {BEFORE} is not in this repository's history (a shallow clone?)")
+            raise SkipFigure(f"commit {commit} is not in this repository's history (a shallow clone?)")
         with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
             tar.extractall(target)  # our own repository's history: trusted
     return target
 
 
 def figure_imports(bench: Bench) -> list[Row]:
-    """The modules a one-shot run imports (``-X importtime``) vs the same run before issues 7-10."""
+    """The modules a one-shot run imports (``-X importtime``) vs the same run at each baseline."""
     cwd = bench.folder("imports")
     write(cwd, "step.py", TRIVIAL_STEP)
     write(cwd, "one-step.yaml", steps_config([("step.py", [])]))
-    old = _old_lynx(bench.root)
-    now, before = _imported(bench, cwd, REPO), _imported(bench, cwd, old)
-    new = sorted(set(now) - set(before))
-    outside = [name for name in new if name != "lynx" and not name.startswith("lynx.")]
-    cost = sum(now[name] for name in outside) / 1e6
-    listed = ", ".join(f"{name} {now[name] / 1000:.1f} ms" for name in new) or "none"
-    return [
-        Row(
-            f"imports: one-shot run's modules vs before issues 7-10 ({BEFORE})",
-            f"{len(now)} modules",
-            f"{len(before)} modules",
-            f"+{len(new)} ({len(outside)} outside lynx, {fmt_ms(cost)})",
-            "nothing new outside lynx",
-            not outside,
-            samples={"new": {name: now[name] for name in new}, "gone": sorted(set(before) - set(now))},
-            note=f"new since {BEFORE}, with their own import time: {listed}",
+    now = _imported(bench, cwd, REPO)
+    rows = []
+    for issues, commit in BASELINES.items():
+        before = _imported(bench, cwd, _old_lynx(bench.root, commit))
+        new = sorted(set(now) - set(before))
+        outside = [name for name in new if name != "lynx" and not name.startswith("lynx.")]
+        cost = sum(now[name] for name in outside) / 1e6
+        listed = ", ".join(f"{name} {now[name] / 1000:.1f} ms" for name in new) or "none"
+        rows.append(
+            Row(
+                f"imports: one-shot run's modules vs before {issues} ({commit})",
+                f"{len(now)} modules",
+                f"{len(before)} modules",
+                f"+{len(new)} ({len(outside)} outside lynx, {fmt_ms(cost)})",
+                "nothing new outside lynx",
+                not outside,
+                samples={"new": {name: now[name] for name in new}, "gone": sorted(set(before) - set(now))},
+                note=f"new since {commit}, with their own import time: {listed}",
+            )
         )
-    ]
+    return rows
 
 
 def figure_before(bench: Bench) -> list[Row]:
-    """A plain config (1 step, 20 steps) run once by this Lynx vs the Lynx before issues 7-10: the new
+    """A plain config (1 step, 20 steps) run once by this Lynx vs the Lynx at each baseline: the new
     keys, the history and the hardening must cost a config without them nothing."""
     cwd = bench.folder("before")
-    old = _old_lynx(bench.root)
     scripts = [f"step_{number:02d}.py" for number in range(1, 21)]
     for script in scripts:
         write(cwd, script, TRIVIAL_STEP)
     write(cwd, "one-step.yaml", steps_config([(scripts[0], [])]))
     write(cwd, "steps20.yaml", steps_config([(script, []) for script in scripts]))
     configs = {"1 step": "one-step.yaml", "20 steps": "steps20.yaml"}
-    return [_before_row(bench, cwd, old, label, config) for label, config in configs.items()]
+    return [
+        _before_row(bench, cwd, commit, label, config)
+        for commit in BASELINES.values()
+        for label, config in configs.items()
+    ]
 
 
-def _before_row(bench: Bench, cwd: Path, old: Path, label: str, config: str) -> Row:
+def _before_row(bench: Bench, cwd: Path, commit: str, label: str, config: str) -> Row:
     argv = [PYTHON, "-m", "lynx", "start", "-ni", "-cf", config]
+    old = _old_lynx(bench.root, commit)
 
     def run(source: Path, what: str) -> float:
         return run_chain([argv], cwd=cwd, env=_probe_env(bench, source), timeout=bench.timeout, what=what).wall
 
-    a, b = bench.interleave(lambda: run(REPO, f"lynx ({label})"), lambda: run(old, f"lynx {BEFORE} ({label})"))
+    a, b = bench.interleave(lambda: run(REPO, f"lynx ({label})"), lambda: run(old, f"lynx {commit} ({label})"))
     la, lb = median(a), median(b)
     value = ratio(la, lb)
     return Row(
-        f"before: `lynx start -ni`, {label}, plain config vs Lynx {BEFORE}",
+        f"before: `lynx start -ni`, {label}, plain config vs Lynx {commit}",
         fmt_ms(la),
         fmt_ms(lb),
         f"{value:.2f}x ({fmt_diff_ms(la - lb)})",
