@@ -50,7 +50,7 @@ class HistoryRecorder:
         self.config_sha256 = _file_sha256(self.config_file)
         self.warned = False
 
-    def run_started(self, started_at: datetime) -> None:
+    def run_started(self, run_id: str, started_at: datetime) -> None:
         pass
 
     def step_started(self, step: Step, attempt: int) -> None:
@@ -70,7 +70,7 @@ class HistoryRecorder:
         from lynx import __version__
 
         record = {
-            "run_id": _run_id(result),
+            "run_id": result.run_id,
             "name": self.name,
             "config_file": self.config_file,
             "config_sha256": self.config_sha256,
@@ -273,12 +273,6 @@ def _step(record: StepRecord) -> dict[str, Any]:
         step["job_id"] = record.job_id
         step["node"] = record.node
     return step
-
-
-def _run_id(result: RunResult) -> str:
-    """Sortable by start time, unique by its random tail: ``20261122T231502-5f0c9a2e41b7``."""
-    stamp = result.started_at.strftime("%Y%m%dT%H%M%S") if result.started_at is not None else "unknown"
-    return f"{stamp}-{os.urandom(6).hex()}"
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -84,6 +84,8 @@ class RunResult:
     """How one run of the pipeline ended: all steps done, a step failed, or interrupted."""
 
     failed: StepResult | None = None
+    # Known from the run's start: the history, the scheduler's entry and notifications name the run by it.
+    run_id: str | None = None
     interrupted: bool = False
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -114,8 +116,8 @@ class RunReporter(Protocol):
     for no-op defaults, or just provide the four methods.
     """
 
-    def run_started(self, started_at: datetime) -> None:
-        """A run begins."""
+    def run_started(self, run_id: str, started_at: datetime) -> None:
+        """A run begins; ``run_id`` (see :func:`new_run_id`) names it from now on."""
 
     def step_started(self, step: Step, attempt: int) -> None:
         """``step`` starts its ``attempt``-th run (1 for the first) in this run."""
@@ -133,9 +135,9 @@ class Reporters(RunReporter):
     def __init__(self, reporters: Sequence[RunReporter]) -> None:
         self.reporters = tuple(reporters)
 
-    def run_started(self, started_at: datetime) -> None:
+    def run_started(self, run_id: str, started_at: datetime) -> None:
         for reporter in self.reporters:
-            reporter.run_started(started_at)
+            reporter.run_started(run_id, started_at)
 
     def step_started(self, step: Step, attempt: int) -> None:
         for reporter in self.reporters:
@@ -156,6 +158,11 @@ def combine_reporters(*reporters: RunReporter | None) -> RunReporter | None:
     if not present:
         return None
     return present[0] if len(present) == 1 else Reporters(present)
+
+
+def new_run_id(started_at: datetime) -> str:
+    """Sortable by start time, unique by its random tail: ``20261122T231502-5f0c9a2e41b7``."""
+    return f"{started_at.strftime('%Y%m%dT%H%M%S')}-{os.urandom(6).hex()}"
 
 
 def stop_on_failure(result: StepResult) -> Decision:
@@ -188,9 +195,10 @@ def run_pipeline(
     """
     started_at = datetime.now().astimezone()
     start = time.monotonic()
+    run_id = new_run_id(started_at)
     records: dict[int, StepRecord] = {}
     if reporter is not None:
-        reporter.run_started(started_at)
+        reporter.run_started(run_id, started_at)
     outcome = RunResult(interrupted=True)
     try:
         outcome = _run_steps(pipeline, on_failure, relay, guard, environ, inherit_stdin, python, reporter, records)
@@ -198,6 +206,7 @@ def run_pipeline(
         # Also on Ctrl+C or SIGTERM in the foreground: the summary and the history still say how far it got.
         result = RunResult(
             failed=outcome.failed,
+            run_id=run_id,
             interrupted=outcome.interrupted,
             started_at=started_at,
             ended_at=datetime.now().astimezone(),

@@ -247,7 +247,7 @@ class EntryReporter:
                     self.warned = True
                     self.warn(f"Cannot update {entry_path(self.directory, self.entry.name)}: {error}")
 
-    def run_started(self, started_at: datetime) -> None:
+    def run_started(self, run_id: str, started_at: datetime) -> None:
         changes: dict[str, Any] = {"run_started_at": iso(started_at), "current_step": None}
         if self.next_fire is not None:
             # A microsecond on, so that a run that began exactly on its fire time does not name it again.
