@@ -267,6 +267,13 @@ def _step(record: StepRecord) -> dict[str, Any]:
         "duration_s": round(record.duration_s, 3),
         "result": record.result,
     }
+    if record.started_at is not None:
+        step["started_at"] = _iso(record.started_at)
+        step["ended_at"] = _iso(record.ended_at)
+    if record.matrix:
+        step["matrix"] = dict(record.matrix)
+    if record.reason is not None:
+        step["reason"] = record.reason
     if record.timed_out:
         step["timed_out"] = True
     if record.job_id is not None:

@@ -22,6 +22,7 @@ def launch(
     python: str = sys.executable,
     environ: Mapping[str, str] = os.environ,
     inherit_stdin: bool = True,
+    reap: bool = True,
 ) -> StepExit:
     """Run ``step`` to its end where it belongs, passing its output to ``on_output`` chunk by chunk.
 
@@ -33,6 +34,8 @@ def launch(
         python: the interpreter for .py scripts.
         environ: the base of the step's environment.
         inherit_stdin: a local step reads Lynx's standard input (a SLURM job never reads input).
+        reap: reap orphans afterwards; not while other steps run side by side (one of theirs might be
+            reaped before its own thread waits for it, losing its exit code).
     """
     try:
         if step.slurm is not None:
@@ -50,7 +53,7 @@ def launch(
             timeout=step.timeout,
         )
     finally:
-        if guard.subreaper:
+        if reap and guard.subreaper:
             # Between steps no process of Lynx's own is waited for: what has exited is an orphan
             # the step left (or srun's helpers), re-parented to Lynx.
             reap_orphans()

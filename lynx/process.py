@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import itertools
 import logging
 import os
 import select
@@ -70,16 +72,18 @@ class StepGuard:
         self.subreaper = False
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
         self._lock = threading.RLock()
-        self._running: tuple[subprocess.Popen[bytes], str] | None = None
-        # How to end a step that does not run here (a SLURM job): called with the reason and signal.
-        self._ender: Callable[[str, int], None] | None = None
+        # The steps running now (several when steps run side by side), by PID: each with its name and
+        # the guard's paused seconds when it started.
+        self._running: dict[int, tuple[subprocess.Popen[bytes], str, float]] = {}
+        # How to end steps that do not run here (SLURM jobs): each called with the reason and signal.
+        self._enders: dict[int, Callable[[str, int], None]] = {}
         self._stopping = threading.Event()
         # Held by stop() while it ends a local step: the step's own thread then leaves reaping it
         # to stop(), which keeps the step's process group pinned until its whole tree is ended.
         self._ending = threading.Lock()
         # What stop() forwards first: what Lynx received (SIGINT for Ctrl+C).
         self.stop_signal: int = signal.SIGTERM
-        self._suspended: tuple[list[Any], float] | None = None
+        self._suspended: tuple[dict[int, list[Any]], float] | None = None
         self._paused = 0.0
         self._leftovers: _Leftovers | None = None
 
@@ -93,12 +97,17 @@ class StepGuard:
         with self._ending:
             self._stopping.set()
             with self._lock:
-                running, ender = self._running, self._ender
-            if running is not None:
-                popen, name = running
-                end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper, stopping=True)
-        if running is None and ender is not None:
-            ender(reason, signum)
+                running = list(self._running.values())
+                enders = list(self._enders.values())
+            # Side by side steps are ended side by side: each gets its grace at the same time.
+            endings = [
+                functools.partial(
+                    end_process_tree, popen, name, reason, self.grace, first=signum,
+                    orphans=self.subreaper and len(running) + len(enders) == 1, stopping=True,
+                )
+                for popen, name, _ in running
+            ]  # fmt: skip
+            _all_at_once([*(functools.partial(ender, reason, signum) for ender in enders), *endings])
 
     @property
     def _ended_elsewhere(self) -> bool:
@@ -115,11 +124,13 @@ class StepGuard:
         """Stop the running step's processes (Ctrl+Z). SIGSTOP, because the step's process group,
         alone in its session, is orphaned: the kernel discards a SIGTSTP sent to it."""
         with self._lock:
-            if self._running is None or self._suspended is not None:
+            if not self._running or self._suspended is not None:
                 return
-            popen, _ = self._running
-            members = _step_processes(popen, self.subreaper) if popen.returncode is None else []
-            _signal_all(popen, members, signal.SIGSTOP)
+            orphans = self.subreaper and len(self._running) == 1
+            members = {}
+            for popen, _, _ in self._running.values():
+                members[popen.pid] = _step_processes(popen, orphans) if popen.returncode is None else []
+                _signal_all(popen, members[popen.pid], signal.SIGSTOP)
             self._suspended = (members, time.monotonic())
 
     def resume(self) -> None:
@@ -131,12 +142,14 @@ class StepGuard:
             members, since = self._suspended
             self._suspended = None
             self._paused += time.monotonic() - since
-            if self._running is not None:
-                _signal_all(self._running[0], members, signal.SIGCONT)
+            for pid, (popen, _, _) in self._running.items():
+                _signal_all(popen, members.get(pid, []), signal.SIGCONT)
 
-    def _paused_seconds(self) -> float:
+    def _paused_seconds(self, popen: subprocess.Popen[bytes]) -> float:
+        """Seconds the step ``popen`` has spent suspended (Ctrl+Z) since it started."""
         with self._lock:
-            return self._paused
+            running = self._running.get(popen.pid)
+            return self._paused - running[2] if running is not None else 0.0
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking at once when :meth:`stop` is called; True if stopping."""
@@ -144,22 +157,34 @@ class StepGuard:
 
     def _started(self, popen: subprocess.Popen[bytes], name: str) -> None:
         with self._lock:
-            self._running = (popen, name)
-            self._paused = 0.0
+            self._running[popen.pid] = (popen, name, self._paused)
 
-    def started_elsewhere(self, ender: Callable[[str, int], None]) -> None:
-        """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``."""
+    @property
+    def running_steps(self) -> int:
+        """How many steps run now, here or elsewhere."""
         with self._lock:
-            self._ender = ender
+            return len(self._running) + len(self._enders)
 
-    def finished_elsewhere(self) -> None:
-        with self._lock:
-            self._ender = None
+    def started_elsewhere(self, ender: Callable[[str, int], None]) -> int:
+        """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``.
 
-    def _finished(self) -> None:
+        Returns:
+            The token to hand to :meth:`finished_elsewhere`.
+        """
         with self._lock:
-            self._running = None
-            self._suspended = None
+            token = next(_tokens)
+            self._enders[token] = ender
+            return token
+
+    def finished_elsewhere(self, token: int) -> None:
+        with self._lock:
+            self._enders.pop(token, None)
+
+    def _finished(self, popen: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._running.pop(popen.pid, None)
+            if self._suspended is not None:
+                self._suspended[0].pop(popen.pid, None)
 
     def _leave_running(self, fd: int, on_output: Callable[[bytes], None]) -> None:
         """Keep relaying pipe ``fd`` (now owned by the guard) until whatever holds it closes it."""
@@ -251,8 +276,8 @@ def run_step(
         guard._started(popen, name)
         if guard.stopping:
             end_process_tree(
-                popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal, orphans=guard.subreaper,
-                stopping=True,
+                popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal,
+                orphans=guard.subreaper and guard.running_steps == 1, stopping=True,
             )  # fmt: skip
         started = time.monotonic()
         _widen_pipe(fd)
@@ -285,7 +310,7 @@ def run_step(
                     continue
                 next_check = now + FLOWING_CHECK
             elif chunk is None:
-                left = None if timeout is None else started + guard._paused_seconds() + timeout - time.monotonic()
+                left = None if timeout is None else started + guard._paused_seconds(popen) + timeout - time.monotonic()
                 wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
                 events = poller.poll(_poll_ms(EXIT_CHECK if ending else wait))
                 if pipe_open and any(ready == fd for ready, _ in events):
@@ -300,9 +325,12 @@ def run_step(
             if popen.poll() is not None:
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
-            if timeout is not None and time.monotonic() - started - guard._paused_seconds() >= timeout:
+            if timeout is not None and time.monotonic() - started - guard._paused_seconds(popen) >= timeout:
                 timed_out = True
-                end_process_tree(popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper)
+                alone = guard.running_steps == 1
+                end_process_tree(
+                    popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper and alone
+                )
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
         guard._wait_for_ending()
@@ -317,17 +345,33 @@ def run_step(
             describe_interruption(error),
             guard.grace,
             first=forwarded_signal(error),
-            orphans=guard.subreaper,
+            orphans=guard.subreaper and guard.running_steps == 1,
             stopping=True,
         )
         # What the step printed while it was being ended (say, "saving a checkpoint") is kept.
         _drain(fd, on_output)
         raise
     finally:
-        guard._finished()
+        guard._finished(popen)
         if pidfd is not None:
             os.close(pidfd)
         popen.stdout.close()
+
+
+_tokens = itertools.count(1)
+
+
+def _all_at_once(calls: Sequence[Callable[[], object]]) -> None:
+    """Make the calls, each in a thread of its own but the last (in this one), and wait for all."""
+    threads = [threading.Thread(target=call, name="lynx-end", daemon=True) for call in calls[:-1]]
+    for thread in threads:
+        thread.start()
+    try:
+        if calls:
+            calls[-1]()
+    finally:
+        for thread in threads:
+            thread.join()
 
 
 def _not_started(error: OSError) -> StepExit:

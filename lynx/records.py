@@ -37,6 +37,10 @@ class Step:
     python: str | None = None
     # srun long options (without dashes) when the step runs as a SLURM job; True gives a bare --option.
     slurm: tuple[tuple[str, str | bool], ...] | None = None
+    # The numbers of the steps that must have succeeded first; None: the step before it (as ever).
+    needs: tuple[int, ...] | None = None
+    # This combination's values (name, value as written) when the step has a ``matrix``.
+    matrix: tuple[tuple[str, str], ...] = ()
 
     @property
     def title(self) -> str:
@@ -46,6 +50,16 @@ class Step:
     @property
     def label(self) -> str:
         return f"Step {self.number} ({self.title})"
+
+    @property
+    def tag(self) -> str:
+        """What prefixes the step's output lines when several steps may run at once: ``train lr=0.1 seed=1``."""
+        if not self.matrix:
+            return self.title
+        values = " ".join(f"{name}={value}" for name, value in self.matrix)
+        suffix = f" ({', '.join(f'{name}={value}' for name, value in self.matrix)})"
+        base = self.title[: -len(suffix)] if self.title.endswith(suffix) else self.title
+        return f"{base} {values}"
 
     def argv(self, python: str) -> tuple[str, ...]:
         """The command line: a .py script with ``python`` (or the step's own), anything else run directly."""
@@ -103,6 +117,10 @@ class Pipeline:
     source: str
     steps: tuple[Step, ...]
     schedule: Schedule | None = None
+    # At most this many steps at once (top-level ``max_parallel``); None: as many as Lynx may use CPUs.
+    max_parallel: int | None = None
+    # The config uses ``needs``, ``matrix`` or ``max_parallel``: its summary shows when each step ran.
+    parallel: bool = False
 
     @property
     def name(self) -> str:

@@ -171,7 +171,9 @@ def run_job(
     ended_by: str | None = None
     worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
-    guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True))
+    token = guard.started_elsewhere(
+        lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True)
+    )
     try:
         poll = FIRST_POLL
         next_look = time.monotonic() + poll
@@ -204,7 +206,7 @@ def run_job(
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
-        guard.finished_elsewhere()
+        guard.finished_elsewhere(token)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
     launch_error = ended.launch_error
     if ended_by is None and ended.returncode != 0 and launch_error is None:

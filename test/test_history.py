@@ -33,7 +33,18 @@ RUN_FIELDS = {
     "failed_step",
     "steps",
 }
-STEP_FIELDS = {"number", "script", "name", "argv", "attempts", "returncode", "duration_s", "result"}
+STEP_FIELDS = {
+    "number",
+    "script",
+    "name",
+    "argv",
+    "attempts",
+    "returncode",
+    "duration_s",
+    "result",
+    "started_at",
+    "ended_at",
+}
 WARNING = "Cannot write the run history"
 
 

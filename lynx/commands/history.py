@@ -53,7 +53,7 @@ def _describe(run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool]:
+def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool, str | None]:
     title = step.get("name") or step.get("script")
     attempts = step.get("attempts")
     return (
@@ -63,6 +63,7 @@ def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool]:
         step.get("returncode"),
         attempts if isinstance(attempts, int) else 1,
         step.get("timed_out") is True,
+        step.get("reason") if isinstance(step.get("reason"), str) else None,
     )
 
 

@@ -35,10 +35,10 @@ def load_pipeline(
     from lynx.config.reading import read_yaml
 
     source = os.fspath(path)
-    document, interpolates = read_yaml(source)
-    if interpolates:
-        # Only configs that use interpolation pay for OmegaConf.
+    document, interpolations, matrix_refs = read_yaml(source)
+    if interpolations > matrix_refs:
+        # Only configs that use interpolation pay for OmegaConf (${matrix.…} is Lynx's own).
         from lynx.config.interpolation import resolve_interpolations
 
         document = resolve_interpolations(document, source)
-    return build_pipeline(document, source, cwd or os.getcwd(), environ)
+    return build_pipeline(document, source, cwd or os.getcwd(), environ, matrix_refs=matrix_refs > 0)

@@ -9,6 +9,8 @@ from typing import Any
 from lynx.config.values import WRITTEN
 from lynx.errors import ConfigError
 
+MATRIX = "${matrix."
+
 
 def resolve_interpolations(document: Any, source: str) -> Any:
     """Resolve OmegaConf ``${...}`` interpolations; only configs that use them pay for OmegaConf.
@@ -25,6 +27,7 @@ def resolve_interpolations(document: Any, source: str) -> Any:
     # A mark no string of the file can hold by chance (a NUL and random digits).
     mark = f"\0{os.urandom(8).hex()}:"
     placeholder = re.compile(re.escape(mark) + "([0-9]+)\0")
+    matrix_mark = f"\0{os.urandom(8).hex()}m"
 
     def hide(node: Any) -> Any:
         if isinstance(node, dict):
@@ -34,6 +37,9 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         if isinstance(node, WRITTEN):
             written.append(node)
             return f"{mark}{len(written) - 1}\0"
+        if isinstance(node, str) and MATRIX in node:
+            # A matrix step's own values: interpolated per combination (lynx.config.matrix), after this.
+            return node.replace(MATRIX, matrix_mark)
         return node
 
     def restore(node: Any) -> Any:
@@ -41,6 +47,8 @@ def resolve_interpolations(document: Any, source: str) -> Any:
             return {restore(key): restore(value) for key, value in node.items()}
         if isinstance(node, list):
             return [restore(value) for value in node]
+        if isinstance(node, str) and matrix_mark in node:
+            node = node.replace(matrix_mark, MATRIX)
         if isinstance(node, str) and mark in node:
             alone = placeholder.fullmatch(node)
             if alone:
