@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 import figures_operations
 import figures_output
+import figures_parallel
 import figures_schedule
 import figures_slurm
 import figures_startup
@@ -45,6 +46,7 @@ ALL: dict[str, Callable[[Bench], list[Row]]] = {
     **figures_operations.FIGURES,
     **figures_steps.FIGURES,
     **figures_slurm.FIGURES,
+    **figures_parallel.FIGURES,
 }
 # In the table's order; 'soak' (last) runs only with --soak.
 FIGURES = {**{name: figure for name, figure in ALL.items() if name != "soak"}, "soak": ALL["soak"]}

@@ -8,8 +8,6 @@ one step at a time, run in the calling thread.
 
 from __future__ import annotations
 
-import heapq
-import queue
 import threading
 from typing import Callable, Sequence
 
@@ -55,6 +53,15 @@ def dispatch(
         By step index: how it ended, SKIPPED, or None when it never started (not to do, or the run
         stopped first).
     """
+    if plan.chain:
+        # One step ready at a time: a list is the queue, and a plain config imports nothing more.
+        push: Callable[[list[int], int], None] = list.append
+        pop: Callable[[list[int]], int] = lambda ready: ready.pop(0)  # noqa: E731
+        heapify: Callable[[list[int]], None] = list.sort
+    else:
+        import heapq
+
+        push, pop, heapify = heapq.heappush, heapq.heappop, heapq.heapify
     ended: list[str | None] = [None] * len(todo)
     groups = len(plan.numbers)
     left = [sum(1 for index in members if todo[index]) for members in plan.members]
@@ -68,7 +75,7 @@ def dispatch(
     for position in range(groups):
         if waiting[position] == 0:
             ready += [index for index in plan.members[position] if todo[index]]
-    heapq.heapify(ready)
+    heapify(ready)
     halted = False
 
     def finish_groups() -> None:
@@ -92,7 +99,7 @@ def dispatch(
                 if waiting[dependent] == 0 and left[dependent]:
                     for index in plan.members[dependent]:
                         if todo[index] and ended[index] is None:
-                            heapq.heappush(ready, index)
+                            push(ready, index)
 
     def record(index: int, outcome: str) -> None:
         nonlocal halted
@@ -110,9 +117,11 @@ def dispatch(
     finish_groups()
     if limit <= 1 or plan.chain:
         while ready and not halted and not stopping():
-            index = heapq.heappop(ready)
+            index = pop(ready)
             record(index, run_one(index))
         return ended
+
+    import queue
 
     done: queue.SimpleQueue[tuple[int, str | BaseException]] = queue.SimpleQueue()
     running: set[int] = set()
@@ -128,7 +137,7 @@ def dispatch(
     try:
         while True:
             while ready and len(running) < limit and not halted and not stopping():
-                index = heapq.heappop(ready)
+                index = pop(ready)
                 running.add(index)
                 threading.Thread(target=work, args=(index,), name=f"lynx-step-{index}", daemon=True).start()
             if not running:

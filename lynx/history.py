@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from lynx.outcome import RunResult, StepRecord
     from lynx.records import Step
-    from lynx.runner import RunResult, StepRecord
 
 STATE_DIR = ".lynx"
 HISTORY_FILE = "runs.jsonl"

@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
+from lynx.outcome import RunResult
 from lynx.process import StepGuard, describe_interruption, forwarded_signal
 from lynx.records import Schedule
-from lynx.runner import RunResult
 
 JOB_ID = "lynx-pipeline"
 

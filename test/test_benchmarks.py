@@ -33,6 +33,9 @@ FIGURES = (
     "commands",
     "step-keys",
     "slurm",
+    "parallel",
+    "plan",
+    "parallel-cpu",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
 MAY_SKIP = {"slurm", "imports", "before"}

@@ -46,7 +46,12 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
         lines.append(f"Step {step.number}: {step.script}")
         lines.append("    " + shlex.join(step.argv(python)))
         lines += _launch_lines(step, python, pipeline.name)
-        lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
+        lines += [f"  {key}: {text}" for key, text in _extra_keys(step, pipeline)]
+        if pipeline.parallel and step.needs is None and step.number > 1:
+            lines.append(f"  after: {_group_title(pipeline, step.number - 1)} (no 'needs': the step before it)")
+    if pipeline.parallel:
+        lines.append("")
+        lines += plan_lines(pipeline)
     if pipeline.schedule is not None:
         lines.append("")
         lines += _schedule_lines(pipeline.schedule, now)
@@ -65,7 +70,7 @@ def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
     return ["  runs on SLURM: " + shlex.join(command), "  " + ask_slurm(command)]
 
 
-def _extra_keys(step: Step) -> list[tuple[str, str]]:
+def _extra_keys(step: Step, pipeline: Pipeline) -> list[tuple[str, str]]:
     """The step's optional keys that differ from their defaults, in the record's order."""
     shown = []
     for field in dataclasses.fields(step):
@@ -74,8 +79,40 @@ def _extra_keys(step: Step) -> list[tuple[str, str]]:
         value = getattr(step, field.name)
         if field.default is not dataclasses.MISSING and value == field.default:
             continue
-        shown.append((field.name, _render(field.name, value)))
+        if field.name == "needs":
+            text = ", ".join(_group_title(pipeline, number) for number in value) or "nothing (starts at once)"
+        else:
+            text = _render(field.name, value)
+        shown.append((field.name, text))
     return shown
+
+
+def plan_lines(pipeline: Pipeline) -> list[str]:
+    """Which steps can run together: the waves of the plan, each wave's steps waiting only for earlier waves."""
+    from lynx.plan import make_plan, parallel_limit, waves
+
+    plan = make_plan(pipeline)
+    limit = parallel_limit(pipeline)
+    given = "max_parallel" if pipeline.max_parallel is not None else "the CPUs Lynx may use"
+    lines = [f"Plan: at most {limit} step{'s' if limit != 1 else ''} at once ({given}):"]
+    for number, wave in enumerate(waves(plan), 1):
+        groups = []
+        for position in wave:
+            title = _group_title(pipeline, plan.numbers[position])
+            count = len(plan.members[position])
+            groups.append(f"{title} × {count}" if pipeline.steps[plan.members[position][0]].matrix else title)
+        lines.append(f"  wave {number}: {', '.join(groups)}")
+    return lines
+
+
+def _group_title(pipeline: Pipeline, number: int) -> str:
+    """``Step 2 (train)``: a matrix step by its name or script, without its combination's values."""
+    step = next(step for step in pipeline.steps if step.number == number)
+    if not step.matrix:
+        return step.label
+    suffix = f" ({', '.join(f'{name}={value}' for name, value in step.matrix)})"
+    title = step.title[: -len(suffix)] if step.title.endswith(suffix) else step.title
+    return f"Step {number} ({title})"
 
 
 def _render(key: str, value: Any) -> str:
@@ -85,7 +122,7 @@ def _render(key: str, value: Any) -> str:
         number = str(int(value)) if value == int(value) else repr(value)
         return f"{number} s" if key in _SECONDS else number
     if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-        # env: (KEY, value | None); slurm: (option, value | True)
+        # env: (KEY, value | None); slurm: (option, value | True); matrix: (name, value)
         return ", ".join(_pair(key, name, item) for name, item in value)
     return str(value)
 

@@ -6,8 +6,6 @@ import os
 from dataclasses import replace
 from typing import Any, Mapping
 
-from lynx.config.matrix import combinations, refuse_stray_references
-from lynx.config.needs import resolve_needs
 from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
 from lynx.config.values import kind_of, shown, unknown_key
@@ -55,6 +53,9 @@ def build_pipeline(
         steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
         schedule = build_schedule(document["cron"], source) if "cron" in document else None
         return Pipeline(source=source, steps=steps, schedule=schedule)
+    from lynx.config.matrix import combinations, refuse_stray_references
+    from lynx.config.needs import resolve_needs
+
     needs = resolve_needs(raw_steps, source)
     built: list[Step] = []
     # The combinations' mappings live as long as the build: its caches know objects by their id.
