@@ -183,9 +183,7 @@ def _apprise(value: Any, where: str) -> tuple[str, ...]:
     for url in urls:
         if not isinstance(url, str) or not _SCHEME_URL.fullmatch(url):
             raise ConfigError(f"{where}: 'apprise' must hold Apprise URLs (such as tgram://… or ntfy://…)")
-    import importlib.util
-
-    if importlib.util.find_spec("apprise") is None:
+    if not _installed("apprise"):
         raise ConfigError(
             f'{where}: this channel needs the Apprise library: pip install "lynx-pipeline[apprise]" '
             "(or pip install apprise into Lynx's environment)"
@@ -201,6 +199,8 @@ def _mail(value: Any, where: str, environ: Mapping[str, str]) -> Mail:
         if key not in EMAIL_KEYS:
             raise ConfigError(f"{where}: {unknown_key(key, EMAIL_KEYS)}")
     host = value.get("host")
+    if host is None:
+        raise ConfigError(f"{where}: 'host' is missing: give the SMTP server's name")
     if not isinstance(host, str) or not host.strip() or any(char.isspace() for char in host):
         raise ConfigError(f"{where}: 'host' must be the SMTP server's name, not {shown(host)}")
     to = value.get("to")
@@ -251,3 +251,13 @@ def _address(value: Any) -> bool:
         and "@" in value.strip("@")
         and not any(char.isspace() or char in "<>,;\0" for char in value)
     )
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (Apprise takes a while)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # blocked (sys.modules[module] = None), or half there
+        return False

@@ -20,7 +20,7 @@ def send(channel: Channel, event: Event, context: Context) -> None:
     for url in channel.apprise:
         if not notifier.add(url):
             raise NotifyError(f"Apprise does not understand the URL {masked_url(url, host=False)}")
-    with apprise.LogCapture(level=logging.WARNING) as said:
+    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as said:
         delivered = notifier.notify(title=event.subject, body=event.body(channel.log_tail))
     if not delivered:
         lines = [line.strip() for line in said.getvalue().splitlines() if line.strip()]

@@ -51,11 +51,21 @@ class _Delivery(threading.Thread):
         self.deadline = start + channel.timeout + SLACK
         # None once delivered; else why not (also while it has not finished).
         self.failure: str | None = f"no answer within {channel.timeout:g} s"
+        # Set when it has ended. Not Thread.join/is_alive: a join cut short by Ctrl+C makes
+        # is_alive() say False for a thread that still runs (Python up to 3.12).
+        self.done = threading.Event()
 
     def run(self) -> None:
-        if self.previous is not None:
-            self.previous.join(max(self.previous.deadline - time.monotonic(), 0))
-        self.failure = self.notifier.deliver(self.channel, self.event)
+        try:
+            if self.previous is not None:
+                self.previous.done.wait(max(self.previous.deadline - time.monotonic(), 0))
+            self.failure = self.notifier.deliver(self.channel, self.event)
+        finally:
+            self.done.set()
+
+    def wait(self) -> bool:
+        """Until it has ended or its deadline has passed; True if it has ended."""
+        return self.done.wait(max(self.deadline - time.monotonic(), 0))
 
 
 class Notifier:
@@ -130,11 +140,10 @@ class Notifier:
     def _dispatch(self, channel: Channel, event: Event) -> _Delivery:
         with self._lock:
             previous = self._last.get(channel.number)
-            delivery = _Delivery(
-                self, channel, event, previous if previous is not None and previous.is_alive() else None
-            )
+            waiting = previous is not None and not previous.done.is_set()
+            delivery = _Delivery(self, channel, event, previous if waiting else None)
             self._last[channel.number] = delivery
-            self._pending = [each for each in self._pending if each.is_alive()] + [delivery]
+            self._pending = [each for each in self._pending if not each.done.is_set()] + [delivery]
         delivery.start()
         return delivery
 
@@ -155,23 +164,20 @@ class Notifier:
     def wait(self) -> None:
         """Until every delivery has ended or passed its deadline; a Ctrl+C or SIGTERM meanwhile ends the wait."""
         with self._lock:
-            pending = [each for each in self._pending if each.is_alive()]
-        if not pending:
-            return
+            pending = [each for each in self._pending if not each.done.is_set()]
         try:
             for delivery in pending:
-                delivery.join(max(delivery.deadline - time.monotonic(), 0))
+                delivery.wait()
         except (KeyboardInterrupt, Terminated) as error:
             # A second Ctrl+C (or a SIGTERM) while waiting: the run and its history line are done already.
-            left = sum(each.is_alive() for each in pending)
+            left = sum(not each.done.is_set() for each in pending)
             what = "Ctrl+C" if isinstance(error, KeyboardInterrupt) else signal.Signals(error.signum).name
             self.log.warning(f"Stopped waiting for {left} notification(s) ({what}).")
             return
-        late = [each for each in pending if each.is_alive()]
-        for delivery in late:
-            self.log.warning(
-                f"Could not notify {delivery.channel.label}: no answer within {delivery.channel.timeout:g} s."
-            )
+        for delivery in pending:
+            if not delivery.done.is_set():
+                channel = delivery.channel
+                self.log.warning(f"Could not notify {channel.label}: no answer within {channel.timeout:g} s.")
 
     def test(self) -> list[tuple[Channel, str | None]]:
         """Send one ``test`` event on every channel at once; each channel with None (delivered) or why not."""
@@ -180,7 +186,7 @@ class Notifier:
         event = build_event("test", self.record(RunResult(run_id=run_id, started_at=started_at)), None)
         deliveries = [self._dispatch(channel, event) for channel in self.channels]
         for delivery in deliveries:
-            delivery.join(max(delivery.deadline - time.monotonic(), 0))
+            delivery.wait()
         return [(delivery.channel, delivery.failure) for delivery in deliveries]
 
 
