@@ -27,6 +27,10 @@ import psutil
 import pytest
 from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
 
+# aiosmtpd's own advice, about the test servers it runs here (AUTH without TLS on 127.0.0.1).
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
 # --- servers ------------------------------------------------------------------------------------
 
 
@@ -766,3 +770,15 @@ def test_a_config_without_notify_imports_nothing_of_notifications(tmp_path: Path
     for module in ("lynx.notify", "lynx.config.notify", "urllib.request", "http.client", "smtplib", "email", "ssl",
                    "json"):  # fmt: skip
         assert module not in imported, module
+
+
+def test_a_proxy_in_the_environment_carries_the_webhook(tmp_path: Path) -> None:
+    # The receiver plays the proxy: it gets the request for the real URL, as a proxy does.
+    port = closed_port()
+    with receiver() as proxy:
+        config_with(tmp_path, f"  - webhook: http://127.0.0.1:{port}/hook/x\n    on: [success]\n")
+        result = run_lynx("start", "-ni", cwd=tmp_path, env=clean_env(http_proxy=proxy.url))
+
+        assert result.returncode == 0
+        assert [request.path for request in proxy.requests] == [f"http://127.0.0.1:{port}/hook/x"]
+    assert "Could not notify" not in result.stdout
