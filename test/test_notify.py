@@ -782,3 +782,32 @@ def test_a_proxy_in_the_environment_carries_the_webhook(tmp_path: Path) -> None:
         assert result.returncode == 0
         assert [request.path for request in proxy.requests] == [f"http://127.0.0.1:{port}/hook/x"]
     assert "Could not notify" not in result.stdout
+
+
+def test_a_failed_slurm_step_notifies_like_a_local_one(tmp_path: Path) -> None:
+    from test_slurm import HOW_TO_RUN, _cluster_answers, jobs_of
+
+    if not _cluster_answers():
+        if os.environ.get("LYNX_REQUIRE_SLURM") == "1":
+            pytest.fail(f"LYNX_REQUIRE_SLURM=1 but {HOW_TO_RUN}")
+        pytest.skip(HOW_TO_RUN)
+    name = f"n{uuid.uuid4().hex[:10]}"
+    write_script(tmp_path, "train.py", "import sys\nprint('on the cluster')\nsys.exit(3)\n")
+    try:
+        with receiver() as server:
+            write_config(
+                tmp_path,
+                f"notify:\n  - webhook: {server.url}/hook/x\nsteps:\n  - script: train.py\n    slurm: {{}}\n",
+                name=f"{name}.yaml",
+            )
+            result = run_lynx("start", "-ni", "-cf", f"{name}.yaml", cwd=tmp_path, timeout=120)
+
+            assert result.returncode == 1, result.stdout + result.stderr
+            (request,) = server.requests
+    finally:
+        for job_id in jobs_of(name):
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    event = request.json()
+    assert event["event"] == "failure" and event["failed_step"] == 1
+    assert event["steps"][0]["job_id"] == history(tmp_path)[0]["steps"][0]["job_id"]
+    assert "on the cluster" in event["log_tail"]
