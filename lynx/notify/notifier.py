@@ -41,6 +41,9 @@ SLACK = 1.5
 class _Delivery(threading.Thread):
     """One event to one channel; after the channel's previous delivery, so its events arrive in order."""
 
+    # When nobody waits for it any more (monotonic clock).
+    deadline: float
+
     def __init__(self, notifier: Notifier, channel: Channel, event: Event, previous: _Delivery | None) -> None:
         super().__init__(name=f"lynx-notify-{channel.number}", daemon=True)
         self.notifier = notifier
