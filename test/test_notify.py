@@ -811,3 +811,22 @@ def test_a_failed_slurm_step_notifies_like_a_local_one(tmp_path: Path) -> None:
     assert event["event"] == "failure" and event["failed_step"] == 1
     assert event["steps"][0]["job_id"] == history(tmp_path)[0]["steps"][0]["job_id"]
     assert "on the cluster" in event["log_tail"]
+
+
+def test_the_notifier_reads_records_never_the_parser_and_nothing_below_imports_it() -> None:
+    """lynx.notify depends on the records and the history's record builder; the runner and history never on it."""
+    import ast
+
+    import lynx
+
+    package = Path(lynx.__file__).parent
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        return found | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+
+    for path in sorted((package / "notify").glob("*.py")):
+        assert not any(name.startswith(("lynx.config", "lynx.commands", "lynx.cli")) for name in imports(path)), path
+    for module in ("records.py", "runner.py", "history.py", "launch.py", "process.py", "logs.py", "state.py"):
+        assert not any(name.startswith("lynx.notify") for name in imports(package / module)), module
