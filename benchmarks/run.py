@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import figures_notify
 import figures_operations
 import figures_output
 import figures_parallel
@@ -47,6 +48,7 @@ ALL: dict[str, Callable[[Bench], list[Row]]] = {
     **figures_steps.FIGURES,
     **figures_slurm.FIGURES,
     **figures_parallel.FIGURES,
+    **figures_notify.FIGURES,
 }
 # In the table's order; 'soak' (last) runs only with --soak.
 FIGURES = {**{name: figure for name, figure in ALL.items() if name != "soak"}, "soak": ALL["soak"]}

@@ -36,6 +36,8 @@ FIGURES = (
     "parallel",
     "plan",
     "parallel-cpu",
+    "notify-imports",
+    "notify-webhook",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
 MAY_SKIP = {"slurm", "imports", "before"}

@@ -55,6 +55,12 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
     if pipeline.schedule is not None:
         lines.append("")
         lines += _schedule_lines(pipeline.schedule, now)
+    if pipeline.channels:
+        # Labels only: a channel's URL, headers and user are secrets.
+        lines += ["", "Notify:"]
+        lines += [
+            f"  {channel.number}. {channel.label} on {', '.join(channel.events)}" for channel in pipeline.channels
+        ]
     return lines
 
 

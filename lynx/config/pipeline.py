@@ -1,4 +1,5 @@
-"""Building a whole config: its top-level keys, named steps from ``configs``, then each step and the schedule."""
+"""Building a whole config: its top-level keys, named steps from ``configs``, then each step, the schedule and
+the notification channels."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
 from lynx.config.values import kind_of, shown, unknown_key
 from lynx.errors import ConfigError
-from lynx.records import Pipeline, Step
+from lynx.records import Channel, Pipeline, Step
 
-TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "max_parallel")
+TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "notify", "max_parallel")
 # At most this many steps at once may be asked for.
 MAX_PARALLEL = 100_000
 
@@ -48,11 +49,32 @@ def build_pipeline(
     if any(isinstance(raw, str) for raw in raw_steps):
         raw_steps = _expand_named_steps(raw_steps, document.get("configs"), source)
     max_parallel = _max_parallel(document.get("max_parallel"), source)
-    if not (matrix_refs or "max_parallel" in document or any(_parallel_keys(raw) for raw in raw_steps)):
+    parallel = matrix_refs or "max_parallel" in document or any(_parallel_keys(raw) for raw in raw_steps)
+    if parallel:
+        steps = _parallel_steps(raw_steps, context, source, matrix_refs)
+    else:
         # A plain chain, as fast as before: no needs to resolve, no combinations.
         steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
-        schedule = build_schedule(document["cron"], source) if "cron" in document else None
-        return Pipeline(source=source, steps=steps, schedule=schedule)
+    schedule = build_schedule(document["cron"], source) if "cron" in document else None
+    channels: tuple[Channel, ...] = ()
+    if "notify" in document:
+        # Only configs that notify load its rules.
+        from lynx.config.notify import build_channels
+
+        channels = build_channels(document["notify"], context)
+    return Pipeline(
+        source=source,
+        steps=steps,
+        schedule=schedule,
+        channels=channels,
+        max_parallel=max_parallel,
+        parallel=parallel,
+    )
+
+
+def _parallel_steps(raw_steps: list[Any], context: StepContext, source: str, matrix_refs: bool) -> tuple[Step, ...]:
+    """The steps of a config that uses ``needs``, ``matrix`` or ``max_parallel``: each matrix step one step
+    per combination, each step's ``needs`` resolved to step numbers."""
     from lynx.config.matrix import combinations, refuse_stray_references
     from lynx.config.needs import resolve_needs
 
@@ -70,9 +92,7 @@ def build_pipeline(
             if matrix_refs:
                 refuse_stray_references(raw, f"{source}: step {number}")
             built.append(build_step(number, raw, context))
-    steps = tuple(replace(step, needs=needs[step.number]) if step.number in needs else step for step in built)
-    schedule = build_schedule(document["cron"], source) if "cron" in document else None
-    return Pipeline(source=source, steps=steps, schedule=schedule, max_parallel=max_parallel, parallel=True)
+    return tuple(replace(step, needs=needs[step.number]) if step.number in needs else step for step in built)
 
 
 def _parallel_keys(raw: Any) -> bool:
