@@ -146,9 +146,7 @@ def figure_parallel_cpu(bench: Bench) -> list[Row]:
                 cpu, woken, began = cpu_seconds(popen.pid), wakeups(popen.pid) or 0, time.monotonic()
                 time.sleep(ticks * 0.25 - 1.0)
                 wall = time.monotonic() - began
-                samples.append(
-                    ((cpu_seconds(popen.pid) - cpu) / wall, ((wakeups(popen.pid) or 0) - woken) / wall)
-                )
+                samples.append(((cpu_seconds(popen.pid) - cpu) / wall, ((wakeups(popen.pid) or 0) - woken) / wall))
             finally:
                 if popen.wait(timeout=60) != 0:
                     raise lynx_failed("lynx start (8 chatty steps)", popen, errors)
