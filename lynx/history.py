@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,14 +40,25 @@ class HistoryRecorder:
         config_file: the config the runs come from.
         name: the background scheduler's name, None in the foreground.
         max_bytes: the size past which the file is rotated.
+        request: keys recorded with each run when the run was asked for with them (``selection``,
+            ``overrides``, ``retry_of``).
     """
 
-    def __init__(self, directory: str, config_file: str, name: str | None, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        directory: str,
+        config_file: str,
+        name: str | None,
+        max_bytes: int = MAX_BYTES,
+        request: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = history_path(directory)
+        # What the run was asked to be, beside its config (selection, overrides, retry_of): recorded when given.
+        self.request = dict(request or {})
         self.config_file = os.path.abspath(config_file)
         self.name = name
         self.max_bytes = max_bytes
-        self.config_sha256 = _file_sha256(self.config_file)
+        self.config_sha256 = file_sha256(self.config_file)
         self.warned = False
 
     def run_started(self, run_id: str, started_at: datetime) -> None:
@@ -87,6 +98,7 @@ class HistoryRecorder:
             "duration_s": round(result.duration_s, 3),
             "result": result.result,
             "failed_step": result.failed_step,
+            **self.request,
             "steps": [_step(step) for step in result.steps],
         }
 
@@ -103,12 +115,16 @@ class HistoryRecorder:
 
 
 def recorder_for(
-    directory: str, config_file: str, name: str | None, environ: Mapping[str, str] = os.environ
+    directory: str,
+    config_file: str,
+    name: str | None,
+    environ: Mapping[str, str] = os.environ,
+    request: Mapping[str, Any] | None = None,
 ) -> HistoryRecorder:
     """The history recorder of ``directory``; LYNX_HISTORY_MAX_BYTES (a number of bytes) changes the rotation size."""
     text = environ.get(MAX_BYTES_VARIABLE, "")
     max_bytes = int(text) if text.isdigit() else MAX_BYTES
-    return HistoryRecorder(directory, config_file, name, max_bytes)
+    return HistoryRecorder(directory, config_file, name, max_bytes, request)
 
 
 def append_line(path: str, line: bytes, max_bytes: int = MAX_BYTES) -> None:
@@ -154,13 +170,20 @@ def _rotate(path: str, fd: int, length: int, max_bytes: int) -> None:
         os.replace(path, path + ".1")
 
 
-def read_runs(directory: str, *, limit: int | None = None, name: str | None = None) -> list[dict[str, Any]]:
+def read_runs(
+    directory: str,
+    *,
+    limit: int | None = None,
+    name: str | None = None,
+    accept: Callable[[dict[str, Any]], bool] | None = None,
+) -> list[dict[str, Any]]:
     """The recorded runs, newest first.
 
     Args:
         directory: where ``.lynx/`` is.
         limit: at most this many (None: all).
         name: only the runs of this scheduler, or foreground runs of a config file of this name.
+        accept: only the runs it accepts (reading stops once ``limit`` of them are found).
     """
     import json
 
@@ -174,6 +197,8 @@ def read_runs(directory: str, *, limit: int | None = None, name: str | None = No
             except ValueError:
                 continue  # the unfinished line of a killed Lynx, or a damaged one
             if not isinstance(run, dict) or (name is not None and run_name(run) != name):
+                continue
+            if accept is not None and not accept(run):
                 continue
             runs.append(run)
             if limit is not None and len(runs) >= limit:
@@ -298,7 +323,7 @@ def _user() -> str:
         return os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
 
 
-def _file_sha256(path: str) -> str | None:
+def file_sha256(path: str) -> str | None:
     # hashlib loads OpenSSL (several ms); the built-in SHA-256 module costs a fraction of that.
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # Python up to 3.11

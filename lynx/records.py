@@ -52,14 +52,19 @@ class Step:
         return f"Step {self.number} ({self.title})"
 
     @property
+    def group_title(self) -> str:
+        """The config step's title: a matrix step's without its combination's values (``train``)."""
+        if not self.matrix:
+            return self.title
+        suffix = f" ({', '.join(f'{name}={value}' for name, value in self.matrix)})"
+        return self.title[: -len(suffix)] if self.title.endswith(suffix) else self.title
+
+    @property
     def tag(self) -> str:
         """What prefixes the step's output lines when several steps may run at once: ``train lr=0.1 seed=1``."""
         if not self.matrix:
             return self.title
-        values = " ".join(f"{name}={value}" for name, value in self.matrix)
-        suffix = f" ({', '.join(f'{name}={value}' for name, value in self.matrix)})"
-        base = self.title[: -len(suffix)] if self.title.endswith(suffix) else self.title
-        return f"{base} {values}"
+        return " ".join([self.group_title, *(f"{name}={value}" for name, value in self.matrix)])
 
     def argv(self, python: str) -> tuple[str, ...]:
         """The command line: a .py script with ``python`` (or the step's own), anything else run directly."""
@@ -201,3 +206,28 @@ class Pipeline:
     def name(self) -> str:
         """The config file's name without its extension: the default scheduler name."""
         return os.path.splitext(os.path.basename(self.source))[0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The steps a run runs when ``--from``, ``--until`` or ``--only`` pick some (by config number)."""
+
+    numbers: frozenset[int]
+    # How the user picked them, in order: ("from", "3"), ("only", "prep"), ...
+    given: tuple[tuple[str, str], ...]
+
+    @property
+    def said(self) -> str:
+        """``--from 3``, ``--only prep --only 4``: for messages."""
+        return " ".join(f"--{option} {value}" for option, value in self.given)
+
+    def as_record(self) -> dict[str, object]:
+        """For the history and the scheduler's record: ``{"from": "3"}``, ``{"only": ["prep", "4"]}``."""
+        record: dict[str, object] = {}
+        for option, value in self.given:
+            if option == "only":
+                record.setdefault("only", [])
+                record["only"].append(value)  # type: ignore[attr-defined]
+            else:
+                record[option] = value
+        return record

@@ -25,7 +25,7 @@ from lynx.outcome import (
 )
 from lynx.plan import make_plan, parallel_limit, side_by_side
 from lynx.process import StepGuard, describe_interruption, forwarded_signal, reap_orphans
-from lynx.records import Pipeline
+from lynx.records import Pipeline, Selection
 from lynx.summary import summary_lines
 
 # Names other modules take from here.
@@ -60,8 +60,9 @@ def run_pipeline(
     inherit_stdin: bool = True,
     python: str = sys.executable,
     reporter: RunReporter | None = None,
+    selection: Selection | None = None,
 ) -> RunResult:
-    """Run every step in order with ``python``, then log the run's summary.
+    """Run every step (or the selected ones) with ``python``, then log the run's summary.
 
     Args:
         pipeline: what to run.
@@ -72,6 +73,8 @@ def run_pipeline(
         inherit_stdin: the steps read Lynx's standard input (else an empty one).
         python: the interpreter that runs each script.
         reporter: told when the run and each step start and end.
+        selection: only these steps run (``--from``, ``--until``, ``--only``); the others are skipped,
+            and count as done for the steps that need them.
     """
     started_at = datetime.now().astimezone()
     start = time.monotonic()
@@ -81,7 +84,9 @@ def run_pipeline(
         reporter.run_started(run_id, started_at)
     outcome = RunResult(interrupted=True)
     try:
-        outcome = _run_steps(pipeline, on_failure, relay, guard, environ, inherit_stdin, python, reporter, records)
+        outcome = _run_steps(
+            pipeline, on_failure, relay, guard, environ, inherit_stdin, python, reporter, records, selection
+        )
     finally:
         # Also on Ctrl+C or SIGTERM in the foreground: the summary and the history still say how far it got.
         result = RunResult(
@@ -109,6 +114,7 @@ def _run_steps(
     python: str,
     reporter: RunReporter | None,
     records: dict[int, StepRecord],
+    selection: Selection | None,
 ) -> RunResult:
     """The steps, each once what it waits for has ended (lynx.dispatch); after a failure, ``on_failure``
     decides, in a loop, so restarting never deepens the stack; ``records`` fills as they run."""
@@ -119,7 +125,12 @@ def _run_steps(
     if tagged and reporter is not None:
         reporter = Serialized(reporter)  # steps end in threads of their own
     run = _StepRunner(pipeline, relay, guard, environ, inherit_stdin, python, reporter, records, tagged)
-    todo = [True] * len(pipeline.steps)
+    chosen = [selection is None or step.number in selection.numbers for step in pipeline.steps]
+    if selection is not None:
+        for index, picked in enumerate(chosen):
+            if not picked:
+                run.leave_out(index, selection)
+    todo = list(chosen)
     while True:
         ended = dispatch(
             plan,
@@ -145,7 +156,7 @@ def _run_steps(
             todo = [todo[index] and outcome not in (OK, TOLERATED) for index, outcome in enumerate(ended)]
         elif decision is Decision.RESTART:
             log.info("Restarting pipeline...", extra={"color": "yellow"})
-            todo = [True] * len(pipeline.steps)
+            todo = list(chosen)
             run.failures.clear()
         else:
             return RunResult(failed=run.failures[failed[0]])
@@ -154,8 +165,13 @@ def _run_steps(
         labels = ", ".join(result.step.label for result in failures)
         log.error(f"The run failed: {labels} failed (continue_on_error let it go on).", extra={"color": "red"})
         return RunResult(failed=failures[0])
-    count = len(pipeline.steps)
-    log.info(f"All {count} step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"})
+    count = sum(chosen)
+    if selection is not None:
+        log.info(
+            f"All {count} selected step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"}
+        )
+    else:
+        log.info(f"All {count} step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"})
     return RunResult()
 
 
@@ -195,6 +211,14 @@ class _StepRunner:
                 step.number, step.script, step.title, step.argv(self.python), matrix=step.matrix
             )
         return record
+
+    def leave_out(self, index: int, selection: Selection) -> None:
+        """Step ``index`` is not among the selected ones: it does not run, and says so."""
+        step = self.pipeline.steps[index]
+        record = self.record(index)
+        record.result = "skipped"
+        record.reason = "not selected"
+        get_logger().info(f"Skipping {step.label}: not selected ({selection.said}).", extra={"color": "yellow"})
 
     def skip(self, index: int, cause: int) -> None:
         """Step ``index`` will not run: it needs the step of index ``cause``, which failed or was skipped."""

@@ -46,11 +46,32 @@ def _describe(run: dict[str, Any]) -> str:
     result = str(run.get("result"))
     if result == "failed" and run.get("failed_step") is not None:
         result = f"failed at step {run['failed_step']}"
-    lines = [f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"]
+    lines = [
+        f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"
+        + _asked(run)
+    ]
     steps = run.get("steps")
     rows = [_row(step) for step in steps if isinstance(step, dict)] if isinstance(steps, list) else []
     lines += [text for text, _ in step_lines(rows, label_width(rows))]
     return "\n".join(lines)
+
+
+def _asked(run: dict[str, Any]) -> str:
+    """How the run was asked for, when not plainly: ``  (retry of 2026…, --from 3, vars.lr=0.5)``."""
+    said = []
+    if isinstance(run.get("retry_of"), str):
+        said.append(f"retry of {run['retry_of']}")
+    selection = run.get("selection")
+    if isinstance(selection, dict):
+        for option in ("from", "until"):
+            if isinstance(selection.get(option), (str, int)):
+                said.append(f"--{option} {selection[option]}")
+        only = selection.get("only")
+        said += [f"--only {each}" for each in only if isinstance(each, (str, int))] if isinstance(only, list) else []
+    overrides = run.get("overrides")
+    if isinstance(overrides, list):
+        said += [each for each in overrides if isinstance(each, str)]
+    return f"  ({', '.join(said)})" if said else ""
 
 
 def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool, str | None]:

@@ -18,6 +18,7 @@ from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, set
 from lynx.process import StepGuard, supervise_steps
 from lynx.records import Pipeline
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
+from lynx.selection import select_steps
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,23 @@ class StartOptions:
     detached: bool = False
     # The background scheduler's name (default: the config file's name without extension).
     name: str | None = None
+    # The steps to run (--from, --until, --only: numbers or names) and KEY=VALUE changes to the config.
+    from_: str | None = None
+    until: str | None = None
+    only: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    # Set by 'lynx retry': the run this one retries; it runs once, whatever the config's cron section.
+    retry_of: str | None = None
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """What the history records of how the run was asked for (only what was given)."""
+        request: dict[str, Any] = {}
+        if self.overrides:
+            request["overrides"] = list(self.overrides)
+        if self.retry_of is not None:
+            request["retry_of"] = self.retry_of
+        return request
 
 
 def start(
@@ -46,7 +64,8 @@ def start(
     if options.name is not None and not (options.background or options.detached):
         raise ConfigError("--name names a background scheduler: use it with --background")
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
-    pipeline = load_pipeline(config_file)
+    pipeline = load_pipeline(config_file, overrides=options.overrides)
+    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
     check_launchers(pipeline, environ=environ)
     if options.background:
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
@@ -65,7 +84,9 @@ def start(
     )
     output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
     name = (options.name or pipeline.name) if options.detached else None
-    history = recorder_for(os.getcwd(), pipeline.source, name, environ)
+    request = {"selection": selection.as_record()} if selection is not None else {}
+    request.update(options.request)
+    history = recorder_for(os.getcwd(), pipeline.source, name, environ, request)
     notifier = _notifier(pipeline, history, options.log_file, environ)
     if notifier is not None:
         log_file = notifier.output_sink(log_file)  # the step output, and on to the log file
@@ -76,7 +97,7 @@ def start(
     guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write)
     supervise_steps(guard)
     interactive = not options.non_interactive
-    scheduled = pipeline.schedule is not None and not interactive
+    scheduled = pipeline.schedule is not None and not interactive and options.retry_of is None
     mode = "background" if options.detached else "schedule" if scheduled else "once"
     log.info(
         f"Lynx {__version__} started: PID {os.getpid()}, config {os.path.abspath(pipeline.source)}, mode {mode}.",
@@ -84,7 +105,7 @@ def start(
     )
     # Only a detached scheduler keeps an entry for 'lynx status'; a foreground run does not pay for it.
     entry = _entry_reporter(options.name, pipeline) if options.detached and options.name else None
-    if pipeline.schedule is not None and interactive:
+    if pipeline.schedule is not None and interactive and options.retry_of is None:
         log.info("The config has a cron section; interactive mode runs the pipeline once (use -ni to schedule it).")
 
     def run_once() -> RunResult:
@@ -97,6 +118,7 @@ def start(
             environ=environ,
             inherit_stdin=interactive,
             reporter=combine_reporters(history, entry, notifier),
+            selection=selection,
         )
 
     try:
@@ -218,8 +240,15 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
     ]  # fmt: skip
     if options.keep_running:
         arguments.append("--keep-running")
+    for option, value in (("--from", options.from_), ("--until", options.until)):
+        if value is not None:
+            arguments += [option, value]
+    for value in options.only:
+        arguments += ["--only", value]
     if log_file is not None:
         arguments += ["--log-file", log_file]
+    if options.overrides:
+        arguments += ["--", *options.overrides]
     schedule = pipeline.schedule
     entry = start_detached(
         arguments,

@@ -6,11 +6,11 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Sequence, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
-from lynx.records import Pipeline, Schedule, Step
+from lynx.records import Pipeline, Schedule, Selection, Step
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.
@@ -20,30 +20,50 @@ _SECONDS = ("timeout", "retry_delay", "misfire_grace_time")
 _SCHEDULE_SHOWN = ("fields", "crontab", "either_day")
 
 
-def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO = sys.stdout) -> int:
-    """Load and check ``config_file``; print each step's command line and the next fire times.
+def validate(
+    config_file: str,
+    *,
+    overrides: Sequence[str] = (),
+    from_: str | None = None,
+    until: str | None = None,
+    only: Sequence[str] = (),
+    python: str = sys.executable,
+    stdout: TextIO = sys.stdout,
+) -> int:
+    """Load and check ``config_file`` (with ``overrides``); print each step's command line, whether the
+    selection (``--from``, ``--until``, ``--only``) runs it, and the next fire times.
 
     Raises:
         ConfigError: the same errors as ``lynx start`` (exit 2); nothing runs.
     """
+    from lynx.selection import select_steps
+
     if not os.path.isfile(config_file):
         raise ConfigError(f"the configuration file {config_file} does not exist")
-    pipeline = load_pipeline(config_file)
-    stdout.write("\n".join(describe(pipeline, python=python)) + "\n")
+    pipeline = load_pipeline(config_file, overrides=overrides)
+    selection = select_steps(pipeline, from_=from_, until=until, only=tuple(only))
+    stdout.write("\n".join(describe(pipeline, python=python, selection=selection)) + "\n")
     return EXIT_OK
 
 
-def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) -> list[str]:
+def describe(
+    pipeline: Pipeline, *, python: str, now: datetime | None = None, selection: Selection | None = None
+) -> list[str]:
     """The lines ``lynx validate`` prints for a valid ``pipeline``."""
     import shlex
 
     count = len(pipeline.steps)
     when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
-    lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}, run {when}.", ""]
+    picked = ""
+    if selection is not None:
+        chosen = sum(step.number in selection.numbers for step in pipeline.steps)
+        picked = f" ({chosen} selected by {selection.said})"
+    lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}{picked}, run {when}.", ""]
     for step in pipeline.steps:
         if step.number > 1:
             lines.append("")
-        lines.append(f"Step {step.number}: {step.script}")
+        skipped = selection is not None and step.number not in selection.numbers
+        lines.append(f"Step {step.number}: {step.script}" + ("  (skipped: not selected)" if skipped else ""))
         lines.append("    " + shlex.join(step.argv(python)))
         lines += _launch_lines(step, python, pipeline.name)
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step, pipeline)]
@@ -114,11 +134,7 @@ def plan_lines(pipeline: Pipeline) -> list[str]:
 def _group_title(pipeline: Pipeline, number: int) -> str:
     """``Step 2 (train)``: a matrix step by its name or script, without its combination's values."""
     step = next(step for step in pipeline.steps if step.number == number)
-    if not step.matrix:
-        return step.label
-    suffix = f" ({', '.join(f'{name}={value}' for name, value in step.matrix)})"
-    title = step.title[: -len(suffix)] if step.title.endswith(suffix) else step.title
-    return f"Step {number} ({title})"
+    return f"Step {number} ({step.group_title})"
 
 
 def _render(key: str, value: Any) -> str:

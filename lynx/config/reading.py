@@ -158,6 +158,17 @@ def read_yaml(source: str) -> tuple[Any, int, int]:
     return document, raw.count(b"${"), raw.count(b"${matrix.")
 
 
+def read_value(text: str) -> Any:
+    """A YAML text read as the file's values are (numbers and dates keep their text).
+
+    Raises:
+        yaml.YAMLError: it is not YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_loader(yaml))
+
+
 class _AliasCycleError(Exception):
     pass
 
