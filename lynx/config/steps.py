@@ -253,13 +253,14 @@ def _build_arguments(entries: Any, where: str, words: dict[int, tuple[str, ...]]
 
 
 def _mapping_arguments(entries: dict[Any, Any], where: str) -> tuple[str, ...]:
-    """``{input_file: x, n: 5, flag: true, bare: null}`` -> ``--input_file x --n 5 --flag True --bare``."""
+    """``{input_file: x, n: 5, flag: true, bare: null}`` -> ``--input_file x --n 5 --flag True --bare``;
+    a key that already starts with a dash (``--foo``, ``-v``) is the option as written."""
     words: list[str] = []
     for key, value in entries.items():
         option = as_written(key)
         if option is None or not option.strip():
             raise ConfigError(f"{where}: 'arguments' keys must be option names, not a {kind_of(key)}")
-        words.append(f"--{option}")
+        words.append(option if option.startswith("-") else f"--{option}")
         if value is None:
             continue
         # str(True) is "True", which fire reads as a boolean.
