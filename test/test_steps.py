@@ -410,7 +410,11 @@ def test_vars_and_environment_interpolate_in_steps_and_cron(tmp_path: Path) -> N
 # --- bad values: exit 2, one line, nothing ran -----------------------------------------------------
 
 BAD_STEPS = {
-    "name-list": ("name: [a]", ["'name'"]),
+    "name-list": ("name: [a]", ["'name'", "one line of text, not a list"]),
+    "name-empty": ('name: ""', ["'name' is empty"]),
+    "name-blank": ("name: '  '", ["'name' is empty"]),
+    "name-newline": ('name: "prep\\nfast"', ["'name' must be one line of text", "line break"]),
+    "name-block": ("name: |\n      prep\n", ["'name' must be one line of text", "line break"]),
     "env-list": ("env: [A=1]", ["'env'", "mapping"]),
     "env-bool": ("env: {A: true}", ["'env'", "A", "quote"]),
     "env-nested": ("env: {A: {b: 1}}", ["'env'", "A"]),

@@ -136,11 +136,17 @@ Rule = Callable[[Mapping[str, Any], str, StepContext, Dict[str, Any]], Any]
 
 def _name(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
     name = raw.get("name")
-    if name is not None:
-        name = as_written(name)
-        if name is None or not name.strip() or "\n" in name:
-            raise ConfigError(f"{where}: 'name' must be one line of text, not a {kind_of(raw['name'])}")
-    return name
+    if name is None:
+        return None
+    text = as_written(name)
+    if text is None:
+        raise ConfigError(f"{where}: 'name' must be one line of text, not a {kind_of(name)}")
+    if not text.strip():
+        raise ConfigError(f"{where}: 'name' is empty: give the text to show for the step, or leave 'name' out")
+    # Any line break Python's own line splitting knows (\r, \u2028, ...) would break a log line in two.
+    if text.splitlines() != [text]:
+        raise ConfigError(f"{where}: 'name' must be one line of text, but it holds a line break")
+    return text
 
 
 def _cwd(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
