@@ -16,6 +16,32 @@ MISFIRE_GRACE = 60
 MAX_SECONDS = 1e9
 
 
+class FromEnvironment(str):
+    """A config value read from the environment (``${oc.env:…}``, also through another key): it is its
+    value wherever Lynx uses it, and ``written``, the text as the file wrote it, wherever Lynx shows the
+    config (:func:`as_shown`), so that secrets stay out of screens and CI logs.
+
+    An argument entry splits into words; when its text as written splits into as many, each word
+    shows its own part. Otherwise the first word shows the whole entry as written and the others
+    show nothing (their ``written`` is empty).
+    """
+
+    written: str
+
+    def __new__(cls, value: str, written: str) -> FromEnvironment:
+        text = super().__new__(cls, value)
+        text.written = written
+        return text
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (str(self), self.written)
+
+
+def as_shown(value: Any) -> str:
+    """A config value as Lynx shows it: one from the environment as written, any other as its text."""
+    return value.written if isinstance(value, FromEnvironment) else str(value)
+
+
 @dataclass(frozen=True)
 class Step:
     """One step: a script, the words passed to it, and how and where it runs."""
