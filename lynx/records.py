@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
 MISFIRE_GRACE = 60
@@ -40,6 +40,18 @@ class FromEnvironment(str):
 def as_shown(value: Any) -> str:
     """A config value as Lynx shows it: one from the environment as written, any other as its text."""
     return value.written if isinstance(value, FromEnvironment) else str(value)
+
+
+def shown_command_line(words: Sequence[str]) -> str:
+    """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
+    shows as the file wrote it, unquoted: the text of the file, not the secret the program gets."""
+    import shlex
+
+    return " ".join(
+        word.written if isinstance(word, FromEnvironment) else shlex.quote(word)
+        for word in words
+        if not isinstance(word, FromEnvironment) or word.written
+    )
 
 
 @dataclass(frozen=True)

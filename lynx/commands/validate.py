@@ -6,11 +6,11 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, Sequence, TextIO
+from typing import Any, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
-from lynx.records import FromEnvironment, Pipeline, Schedule, Step, as_shown
+from lynx.records import FromEnvironment, Pipeline, Schedule, Step, as_shown, shown_command_line
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.
@@ -42,7 +42,7 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
         if step.number > 1:
             lines.append("")
         lines.append(f"Step {step.number}: {as_shown(step.script)}")
-        lines.append("    " + command_line(step.argv(python)))
+        lines.append("    " + shown_command_line(step.argv(python)))
         lines += _launch_lines(step, python, pipeline.name)
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
     if pipeline.schedule is not None:
@@ -55,18 +55,6 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
             f"  {channel.number}. {channel.label} on {', '.join(channel.events)}" for channel in pipeline.channels
         ]
     return lines
-
-
-def command_line(words: Sequence[str]) -> str:
-    """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
-    shows as the file wrote it, unquoted: the text of the file, not the secret the step gets."""
-    import shlex
-
-    return " ".join(
-        word.written if isinstance(word, FromEnvironment) else shlex.quote(word)
-        for word in words
-        if not isinstance(word, FromEnvironment) or word.written
-    )
 
 
 def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
@@ -87,7 +75,7 @@ def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
     shown = srun_command(as_written, pipeline=pipeline, python=python)
     if isinstance(step.path, FromEnvironment):  # made absolute for the job
         shown = [step.path if word == os.path.abspath(step.path) else word for word in shown]
-    return ["  runs on SLURM: " + command_line(shown), "  " + ask_slurm(command)]
+    return ["  runs on SLURM: " + shown_command_line(shown), "  " + ask_slurm(command)]
 
 
 def _extra_keys(step: Step) -> list[tuple[str, str]]:
