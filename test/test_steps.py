@@ -414,7 +414,7 @@ BAD_STEPS = {
     "name-empty": ('name: ""', ["'name' is empty"]),
     "name-blank": ("name: '  '", ["'name' is empty"]),
     "name-newline": ('name: "prep\\nfast"', ["'name' must be one line of text", "line break"]),
-    "name-block": ("name: |\n      prep\n", ["'name' must be one line of text", "line break"]),
+    "name-block": ("name: >\n      prep\n", ["'name' must be one line of text", "line break", "write |- or >-"]),
     "env-list": ("env: [A=1]", ["'env'", "mapping"]),
     "env-bool": ("env: {A: true}", ["'env'", "A", "quote"]),
     "env-nested": ("env: {A: {b: 1}}", ["'env'", "A"]),

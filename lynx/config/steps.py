@@ -173,7 +173,9 @@ def _name(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict
         raise ConfigError(f"{where}: 'name' is empty: give the text to show for the step, or leave 'name' out")
     # Any line break Python's own line splitting knows (\r, \u2028, ...) would break a log line in two.
     if text.splitlines() != [text]:
-        raise ConfigError(f"{where}: 'name' must be one line of text, but it holds a line break")
+        # YAML's block scalars (| and >) end with a line break unless written |- or >-.
+        hint = " (at its end: write |- or >- for a block scalar)" if len(text.splitlines()) == 1 else ""
+        raise ConfigError(f"{where}: 'name' must be one line of text, but it holds a line break{hint}")
     return text
 
 
