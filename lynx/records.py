@@ -8,12 +8,50 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
 MISFIRE_GRACE = 60
 # The longest wait a config may ask for (about 31 years): longer ones overflow the clocks that time them.
 MAX_SECONDS = 1e9
+
+
+class FromEnvironment(str):
+    """A config value read from the environment (``${oc.env:…}``, also through another key): it is its
+    value wherever Lynx uses it, and ``written``, the text as the file wrote it, wherever Lynx shows the
+    config (:func:`as_shown`), so that secrets stay out of screens and CI logs.
+
+    An argument entry splits into words; when its text as written splits into as many, each word
+    shows its own part. Otherwise the first word shows the whole entry as written and the others
+    show nothing (their ``written`` is empty).
+    """
+
+    written: str
+
+    def __new__(cls, value: str, written: str) -> FromEnvironment:
+        text = super().__new__(cls, value)
+        text.written = written
+        return text
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (str(self), self.written)
+
+
+def as_shown(value: Any) -> str:
+    """A config value as Lynx shows it: one from the environment as written, any other as its text."""
+    return value.written if isinstance(value, FromEnvironment) else str(value)
+
+
+def shown_command_line(words: Sequence[str]) -> str:
+    """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
+    shows as the file wrote it, unquoted: the text of the file, not the secret the program gets."""
+    import shlex
+
+    return " ".join(
+        word.written if isinstance(word, FromEnvironment) else shlex.quote(word)
+        for word in words
+        if not isinstance(word, FromEnvironment) or word.written
+    )
 
 
 @dataclass(frozen=True)
