@@ -15,6 +15,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from lynx.records import shown_words
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -289,7 +291,8 @@ def _step(record: StepRecord) -> dict[str, Any]:
         "number": record.number,
         "script": record.script,
         "name": record.title if record.title != record.script else None,
-        "argv": list(record.argv),
+        # A word read from the environment (a token, say) as the file wrote it: records travel (notifications).
+        "argv": shown_words(record.argv),
         "attempts": record.attempts,
         "returncode": record.returncode,
         "duration_s": round(record.duration_s, 3),

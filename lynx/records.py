@@ -42,6 +42,16 @@ def as_shown(value: Any) -> str:
     return value.written if isinstance(value, FromEnvironment) else str(value)
 
 
+def shown_words(words: Sequence[str]) -> list[str]:
+    """``words`` as Lynx shows (and records) them: a word read from the environment as the file wrote it
+    (an entry that split into several words shows once, as a whole)."""
+    return [
+        word.written if isinstance(word, FromEnvironment) else str(word)
+        for word in words
+        if not isinstance(word, FromEnvironment) or word.written
+    ]
+
+
 def shown_command_line(words: Sequence[str]) -> str:
     """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
     shows as the file wrote it, unquoted: the text of the file, not the secret the program gets."""
