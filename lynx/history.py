@@ -178,6 +178,7 @@ def read_runs(
     limit: int | None = None,
     name: str | None = None,
     accept: Callable[[dict[str, Any]], bool] | None = None,
+    run_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The recorded runs, newest first.
 
@@ -186,11 +187,15 @@ def read_runs(
         limit: at most this many (None: all).
         name: only the runs of this scheduler, or foreground runs of a config file of this name.
         accept: only the runs it accepts (reading stops once ``limit`` of them are found).
+        run_id: only the runs whose id starts with this (blocks of the file without it are passed over).
     """
     import json
 
     path = history_path(directory)
     needle = name.encode("utf-8") if name is not None and _plain(name) else None
+    if run_id is not None and _plain(run_id):
+        # As the history writes it (no spaces): the fastest test there is for a line that may be it.
+        needle = f'"run_id":"{run_id}'.encode("ascii")
     runs: list[dict[str, Any]] = []
     for file in (path, path + ".1"):
         for line in _lines_backwards(file, needle):
@@ -201,6 +206,8 @@ def read_runs(
             if not isinstance(run, dict) or (name is not None and run_name(run) != name):
                 continue
             if accept is not None and not accept(run):
+                continue
+            if run_id is not None and not str(run.get("run_id", "")).startswith(run_id):
                 continue
             runs.append(run)
             if limit is not None and len(runs) >= limit:

@@ -36,6 +36,8 @@ FIGURES = (
     "parallel",
     "plan",
     "parallel-cpu",
+    "overrides",
+    "retry",
     "notify-imports",
     "notify-webhook",
 )

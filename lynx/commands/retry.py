@@ -92,7 +92,7 @@ def find_run(directory: str, run_id: str | None, *, name: str | None = None) -> 
                 "(runs retried to success are left out)"
             )
         return found[0]
-    found = read_runs(directory, limit=2, name=name, accept=lambda run: str(run.get("run_id", "")).startswith(run_id))
+    found = read_runs(directory, limit=2, name=name, run_id=run_id)
     if not found:
         raise ConfigError(f"no run in this directory's history has an id starting with {run_id!r}")
     if len(found) > 1:
