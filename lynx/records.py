@@ -153,6 +153,8 @@ class Schedule:
     coalesce: bool = True
     # With -ni/-bg: one run right at start, then the schedule.
     run_on_start: bool = False
+    # At start, run once if a fire was missed since the last run (True), or one at most this many seconds old.
+    catchup: bool | float = False
 
     def trigger(self) -> Any:
         """Build the trigger (raises ValueError/TypeError on bad values, lynx.cron.TimezoneError

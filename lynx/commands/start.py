@@ -135,6 +135,7 @@ def start(
                 stdin_fd=watch,
                 stop_hint=f"Stop it with 'lynx stop {name}'." if options.detached else "Press Ctrl+C to stop.",
                 on_next_run=entry.next_run if entry is not None else None,
+                last_run=_last_run(name or pipeline.name) if pipeline.schedule.catchup else None,
             )
         else:
             result = run_once()
@@ -160,6 +161,19 @@ def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: M
 
     path = os.path.abspath(os.path.expanduser(log_file)) if log_file else None
     return Notifier(pipeline.channels, record=history.record, log_file=path, environ=environ)
+
+
+def _last_run(name: str) -> Any:
+    """When the newest recorded run of this schedule (scheduler or config ``name``) started, if any."""
+    from datetime import datetime
+
+    from lynx.history import read_runs
+
+    try:
+        runs = read_runs(os.getcwd(), limit=1, name=name)
+        return datetime.fromisoformat(runs[0]["started_at"]) if runs else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # no history to go by: nothing to catch up
 
 
 def _entry_reporter(name: str, pipeline: Pipeline) -> Any:
