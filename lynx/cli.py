@@ -244,6 +244,23 @@ def logs(name: str | None, lines: int, follow: bool) -> int:
     return run_logs(name, lines=lines, follow=follow)
 
 
+@cli.command()
+@click.argument("action", type=click.Choice(["install", "remove"]))
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "systemd", "cron"]),
+    default="auto",
+    show_default=True,
+    help="A systemd user unit, or an @reboot crontab line (auto: systemd when it runs this machine).",
+)
+def service(action: str, kind: str) -> int:
+    """Bring this directory's background schedulers back at boot ('lynx restore --all'), or stop doing so."""
+    _require_working_directory()
+    from lynx.commands.service import service as run_service
+
+    return run_service(action, kind=kind)
+
+
 def _require_working_directory() -> None:
     """Relative paths (config, scripts, log, pid file) mean nothing in a deleted directory."""
     from lynx.errors import ConfigError
