@@ -34,7 +34,7 @@ READ_BLOCK = 64 * 1024
 
 
 def history_path(directory: str) -> str:
-    return os.path.join(directory, STATE_DIR, HISTORY_FILE)
+    return os.path.normpath(os.path.join(directory, STATE_DIR, HISTORY_FILE))
 
 
 class HistoryRecorder:

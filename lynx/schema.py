@@ -18,19 +18,16 @@ Check = Callable[[Any], bool]
 MAX_DIGITS = 40
 
 
-def parse_json(text: str | bytes, *, check_ints: bool = True) -> Any:
-    """``json.loads`` without NaN, Infinity, huge integers or a recursion error.
-
-    Args:
-        check_ints: bound the digits of integers (Python 3.11 and later bound them themselves).
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` without NaN, Infinity (also as ``1e400``), huge integers or a recursion error.
 
     Raises:
         ValueError: it is no such JSON.
     """
     import json
 
-    extra: dict[str, Any] = {"parse_constant": _no_constant}
-    if check_ints and sys.version_info < (3, 11):
+    extra: dict[str, Any] = {"parse_constant": _no_constant, "parse_float": _finite_float}
+    if sys.version_info < (3, 11):  # later Pythons bound the digits themselves
         extra["parse_int"] = _bounded_int
     try:
         return json.loads(text, **extra)
@@ -42,6 +39,13 @@ def parse_json(text: str | bytes, *, check_ints: bool = True) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def _bounded_int(text: str) -> int:

@@ -31,7 +31,7 @@ class StateFileError(OSError):
 
 
 def state_dir(directory: str | os.PathLike[str]) -> str:
-    return os.path.join(os.fspath(directory), STATE_DIR)
+    return os.path.normpath(os.path.join(os.fspath(directory), STATE_DIR))
 
 
 def check_owner(directory: str | os.PathLike[str], *, uid: int | None = None) -> None:
