@@ -24,7 +24,9 @@ setup(
         "PyYAML>=5.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "pexpect>=4.8", "hypothesis>=6", "ruff>=0.4"],
+        "test": ["pytest>=7", "pexpect>=4.8", "hypothesis>=6", "ruff>=0.4", "aiosmtpd>=1.4", "apprise>=1.6"],
+        # The 'apprise' notification channel: 100+ services through the Apprise library.
+        "apprise": ["apprise>=1.6"],
     },
     entry_points={"console_scripts": ["lynx=lynx.cli:main"]},
     classifiers=[

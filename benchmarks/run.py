@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+import figures_notify
 import figures_operations
 import figures_output
 import figures_schedule
@@ -45,6 +46,7 @@ ALL: dict[str, Callable[[Bench], list[Row]]] = {
     **figures_operations.FIGURES,
     **figures_steps.FIGURES,
     **figures_slurm.FIGURES,
+    **figures_notify.FIGURES,
 }
 # In the table's order; 'soak' (last) runs only with --soak.
 FIGURES = {**{name: figure for name, figure in ALL.items() if name != "soak"}, "soak": ALL["soak"]}

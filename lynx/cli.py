@@ -164,6 +164,19 @@ def validate(config_file: str) -> int:
 
 
 @cli.command()
+@_config_file_option
+@click.option("--test", "test", is_flag=True, help="Send a test event on every channel of the config's 'notify'.")
+def notify(config_file: str, test: bool) -> int:
+    """Send a test notification on every channel: one line each, ok or why not."""
+    _require_working_directory()
+    if not test:
+        raise click.UsageError("say --test to send a test event on every channel of the config's 'notify'")
+    from lynx.commands.notify import notify_test
+
+    return notify_test(config_file)
+
+
+@cli.command()
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per scheduler.")
 def status(name: str | None, as_json: bool) -> int:

@@ -73,9 +73,13 @@ class HistoryRecorder:
 
     def line(self, result: RunResult) -> bytes:
         """The run as one JSON line."""
+        return (to_json(self.record(result)) + "\n").encode("ascii")
+
+    def record(self, result: RunResult) -> dict[str, Any]:
+        """The run's history record: what ``lynx history --json`` shows, and what notifications carry."""
         from lynx import __version__
 
-        record = {
+        return {
             "run_id": result.run_id,
             "name": self.name,
             "config_file": self.config_file,
@@ -91,7 +95,6 @@ class HistoryRecorder:
             "failed_step": result.failed_step,
             "steps": [_step(step) for step in result.steps],
         }
-        return (to_json(record) + "\n").encode("ascii")
 
     def _warn(self, error: OSError) -> None:
         if self.warned:

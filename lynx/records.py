@@ -1,4 +1,4 @@
-"""The frozen records a config becomes (``Step``, ``Schedule``, ``Pipeline``): what every other module reads.
+"""The frozen records a config becomes (``Step``, ``Schedule``, ``Channel``, ``Pipeline``): what other modules read.
 
 It imports nothing of Lynx's at load time, so that runner, launcher, history and commands depend on
 the records and not on the parser that builds them (:mod:`lynx.config`).
@@ -8,12 +8,50 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # A fire that comes at most this many seconds late still runs (APScheduler's misfire grace).
 MISFIRE_GRACE = 60
 # The longest wait a config may ask for (about 31 years): longer ones overflow the clocks that time them.
 MAX_SECONDS = 1e9
+
+
+class FromEnvironment(str):
+    """A config value read from the environment (``${oc.env:…}``, also through another key): it is its
+    value wherever Lynx uses it, and ``written``, the text as the file wrote it, wherever Lynx shows the
+    config (:func:`as_shown`), so that secrets stay out of screens and CI logs.
+
+    An argument entry splits into words; when its text as written splits into as many, each word
+    shows its own part. Otherwise the first word shows the whole entry as written and the others
+    show nothing (their ``written`` is empty).
+    """
+
+    written: str
+
+    def __new__(cls, value: str, written: str) -> FromEnvironment:
+        text = super().__new__(cls, value)
+        text.written = written
+        return text
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (str(self), self.written)
+
+
+def as_shown(value: Any) -> str:
+    """A config value as Lynx shows it: one from the environment as written, any other as its text."""
+    return value.written if isinstance(value, FromEnvironment) else str(value)
+
+
+def shown_command_line(words: Sequence[str]) -> str:
+    """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
+    shows as the file wrote it, unquoted: the text of the file, not the secret the program gets."""
+    import shlex
+
+    return " ".join(
+        word.written if isinstance(word, FromEnvironment) else shlex.quote(word)
+        for word in words
+        if not isinstance(word, FromEnvironment) or word.written
+    )
 
 
 @dataclass(frozen=True)
@@ -96,13 +134,88 @@ class Schedule:
         return build_trigger(dict(self.fields), either_day=self.either_day)
 
 
+# What a notification channel may be told about: a run's start and its three ends.
+EVENTS = ("start", "success", "failure", "interrupted")
+
+
+@dataclass(frozen=True)
+class Mail:
+    """An ``email`` channel's SMTP server and addresses; the password is read from ``password_env`` when sending."""
+
+    host: str
+    to: tuple[str, ...]
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    user: str | None = None
+    password_env: str | None = None
+    # The From address; None: the user if it is an address, else the local user at this host.
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One ``notify`` item: where to tell (exactly one kind) and about which events."""
+
+    number: int
+    # 'command', 'webhook', 'email', 'healthchecks' or 'apprise'.
+    kind: str
+    events: tuple[str, ...] = ("failure",)
+    timeout: float = 10.0
+    # How many bytes of the end of the run's output an event carries (0: none).
+    log_tail: int = 10_000
+    # command: the program and its words (a .py script's path found as a step's is).
+    command: tuple[str, ...] = ()
+    # command: the interpreter for a .py program (None: the one running Lynx).
+    python: str | None = None
+    # webhook, healthchecks: the URL (a secret: it is never shown whole).
+    url: str | None = None
+    # webhook: extra request headers (secrets too).
+    headers: tuple[tuple[str, str], ...] = ()
+    mail: Mail | None = None
+    # apprise: its URLs (secrets).
+    apprise: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The channel as messages show it, without its secrets: ``webhook (https://hooks.example.com/…)``."""
+        if self.kind == "command":
+            return f"command ({os.path.basename(self.command[0])})"
+        if self.mail is not None:
+            return f"email ({', '.join(self.mail.to)} via {self.mail.host}:{self.mail.port})"
+        if self.kind == "apprise":
+            return f"apprise ({', '.join(masked_url(url, host=False) for url in self.apprise)})"
+        return f"{self.kind} ({masked_url(self.url or '')})"
+
+    def argv(self, python: str) -> tuple[str, ...]:
+        """A command channel's command line: a .py script with ``python`` (or the config's), anything else directly."""
+        if self.command[0].endswith(".py"):
+            return (self.python or python, *self.command)
+        return self.command
+
+
+def masked_url(url: str, *, host: bool = True) -> str:
+    """``scheme://host/…``: what may be shown of a URL whose path, user or query is a secret.
+
+    Without ``host`` only the scheme is shown (an Apprise URL often holds its token where a host would be).
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "…"
+    if not host:
+        return f"{scheme}://…"
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{authority.rpartition('@')[2]}/…"
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    """A whole config: the file it came from, its steps and its optional schedule."""
+    """A whole config: the file it came from, its steps, its optional schedule and notification channels."""
 
     source: str
     steps: tuple[Step, ...]
     schedule: Schedule | None = None
+    channels: tuple[Channel, ...] = ()
 
     @property
     def name(self) -> str:

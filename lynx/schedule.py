@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
+import sys
 import threading
+import time
 from datetime import datetime
 from typing import Any, Callable
 
@@ -16,6 +19,11 @@ from lynx.records import Schedule
 from lynx.runner import RunResult
 
 JOB_ID = "lynx-pipeline"
+# A wall clock that goes back by at least this much was stepped (NTP slews it by at most 0.5 ms a second).
+CLOCK_STEP = 1.0
+# Where timed waits end by the wall clock, a step back would stretch the scheduler's wait by as much:
+# there it looks at the clock at least this often.
+WALL_CLOCK_LOOK = 60.0
 
 
 def run_on_schedule(
@@ -46,7 +54,6 @@ def run_on_schedule(
         Ctrl+C and SIGTERM propagate as exceptions, after the running step has been ended.
     """
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
-    from apscheduler.schedulers.blocking import BlockingScheduler
 
     from lynx.cron import TimezoneError, describe
 
@@ -55,7 +62,8 @@ def run_on_schedule(
         trigger = schedule.trigger()
     except TimezoneError as error:
         raise ConfigError(f"cron: {error}") from None
-    scheduler = BlockingScheduler(timezone=trigger.timezone)
+    watch = WallClockWatch()
+    scheduler = _scheduler_class()(lambda: clock_went_back(watch.went_back()), timezone=trigger.timezone)
     grace = schedule.misfire_grace_time
     outcome: list[RunResult] = []
     running = threading.Lock()
@@ -96,6 +104,25 @@ def run_on_schedule(
                 log.warning(f"The run failed; --keep-running: next run at {next_run()}.")
             else:
                 log.info(f"Next run at {next_run()}.")
+
+    def clock_went_back(seconds: float) -> None:
+        """Cron's rule for a clock stepped back (an NTP step, a restored VM): a schedule whose hour starts
+        with '*' fires by the new time at once; one with a fixed hour runs each wall-clock time once."""
+        job = scheduler.get_job(JOB_ID) if seconds else None
+        if job is None or job.next_run_time is None:
+            return
+        back = f"{seconds:.1f}".rstrip("0").rstrip(".")
+        if getattr(trigger, "once_per_wall_time", False):
+            log.warning(
+                f"The clock went back by {back} s: the next run stays at {describe(job.next_run_time)} "
+                "(a schedule with a fixed hour runs each wall-clock time once)."
+            )
+            return
+        # The wait that just ended was for a fire; one in this very second by the new time still counts.
+        when = trigger.get_next_fire_time(None, datetime.now(trigger.timezone).replace(microsecond=0))
+        if when is not None:
+            scheduler.modify_job(JOB_ID, next_run_time=when)
+        log.warning(f"The clock went back by {back} s: next run at {next_run()}.")
 
     def on_event(event: JobEvent) -> None:
         if event.code == EVENT_JOB_MAX_INSTANCES:
@@ -138,6 +165,67 @@ def run_on_schedule(
     with running:
         pass
     return outcome[0] if outcome else RunResult()
+
+
+class WallClockWatch:
+    """Notices the wall clock going back: its distance from the monotonic clock shrinks."""
+
+    def __init__(self, wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._wall = wall
+        self._monotonic = monotonic
+        self._offset = self._read()
+
+    def _read(self) -> float:
+        # The wall clock read between two monotonic readings close together: a pause of this thread
+        # (a busy machine) must not pass for a step.
+        for _ in range(3):
+            before = self._monotonic()
+            wall = self._wall()
+            after = self._monotonic()
+            if after - before < 0.1:
+                break
+        return wall - (before + after) / 2
+
+    def went_back(self) -> float:
+        """How many seconds the wall clock went back since the last look; 0.0 if it did not step back."""
+        offset = self._read()
+        back = self._offset - offset
+        self._offset = offset
+        return back if back >= CLOCK_STEP else 0.0
+
+
+def _waits_by_monotonic_clock() -> bool:
+    """Whether threading's timed waits end by the monotonic clock, which a stepped wall clock leaves
+    alone: CPython uses ``sem_clockwait`` where it was built with it (Linux, glibc 2.30 and later)."""
+    import sysconfig
+
+    return sys.platform.startswith("linux") and bool(sysconfig.get_config_var("HAVE_SEM_CLOCKWAIT"))
+
+
+@functools.cache
+def _scheduler_class() -> Any:
+    """The scheduler class, made on first use so that APScheduler is imported only by schedules."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    longest_wait = None if _waits_by_monotonic_clock() else WALL_CLOCK_LOOK
+
+    class WallClockScheduler(BlockingScheduler):  # type: ignore[misc]
+        """A BlockingScheduler that tells ``on_wake`` each time it wakes, before it looks for due jobs."""
+
+        def __init__(self, on_wake: Callable[[], None], **options: Any) -> None:
+            super().__init__(**options)
+            self._on_wake = on_wake
+
+        def _process_jobs(self) -> float | None:
+            # APScheduler 3 calls this whenever its wait ends (a job is due, or it was woken): a clock
+            # stepped back is noticed there without waking more often than the schedule does.
+            self._on_wake()
+            wait: float | None = super()._process_jobs()
+            if longest_wait is not None and wait is not None:
+                wait = min(wait, longest_wait)
+            return wait
+
+    return WallClockScheduler
 
 
 def _end_of_input(scheduler: Any) -> None:

@@ -33,6 +33,8 @@ FIGURES = (
     "commands",
     "step-keys",
     "slurm",
+    "notify-imports",
+    "notify-webhook",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
 MAY_SKIP = {"slurm", "imports", "before"}

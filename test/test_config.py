@@ -389,6 +389,42 @@ def test_an_interpolation_to_a_missing_key_is_a_config_error(work: Path) -> None
         load(work, "steps:\n  - script: a.py\n    arguments: ['${configs.nope}']\n")
 
 
+def test_values_read_from_the_environment_remember_their_interpolation(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lynx.records import FromEnvironment
+
+    monkeypatch.setenv("LYNX_TEST_TOKEN", "s3cret")
+    monkeypatch.setenv("LYNX_TEST_TRIES", "3")
+    pipeline = load(
+        work,
+        """
+        vars:
+          token: ${oc.env:LYNX_TEST_TOKEN}
+          plain: p
+        steps:
+          - script: a.py
+            retries: ${oc.decode:${oc.env:LYNX_TEST_TRIES}}
+            env: {X: "${oc.env:LYNX_TEST_TOKEN}", Y: "${.X}", Z: "${vars.token}", P: "${vars.plain}"}
+          - script: a.py
+            env: {X: plain, Y: "${.X}", Z: "${vars.token}"}
+        """,
+    )
+
+    first, second = (dict(step.env) for step in pipeline.steps)
+    # Decoded on its way as before: the environment's text became a number.
+    assert pipeline.steps[0].retries == 3
+    assert first == {"X": "s3cret", "Y": "s3cret", "Z": "s3cret", "P": "p"}
+    assert {key: getattr(value, "written", None) for key, value in first.items()} == {
+        "X": "${oc.env:LYNX_TEST_TOKEN}",
+        "Y": "${.X}",
+        "Z": "${vars.token}",
+        "P": None,
+    }
+    # The same relative text in another step reads no environment there.
+    assert type(second["Y"]) is str and isinstance(second["Z"], FromEnvironment)
+
+
 # --- records are frozen ----------------------------------------------------------------------
 
 

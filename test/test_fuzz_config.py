@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from lynx.config import Pipeline, Schedule, Step, load_pipeline
 from lynx.errors import ConfigError
+from lynx.records import FromEnvironment
 
 CLI_EXAMPLES = 120
 LOADER_EXAMPLES = 1500
@@ -397,6 +398,9 @@ def marker_name(work: Path, step: Step) -> str:
     raise AssertionError(f"{step.label} resolved to {target}, which is not one of the marker scripts")
 
 
+TEXT_TYPES = (str, FromEnvironment)
+
+
 def check_pipeline(pipeline: object, work: Path) -> None:
     """What any loaded config must be: plain frozen records that can be run as they are."""
     assert isinstance(pipeline, Pipeline)
@@ -404,11 +408,12 @@ def check_pipeline(pipeline: object, work: Path) -> None:
     assert [step.number for step in pipeline.steps] == list(range(1, len(pipeline.steps) + 1))
     for step in pipeline.steps:
         assert isinstance(step, Step)
-        assert type(step.script) is str and type(step.path) is str
+        # Plain text, or text that remembers it was read from the environment (lynx.records.FromEnvironment).
+        assert type(step.script) in TEXT_TYPES and type(step.path) in TEXT_TYPES
         assert os.path.isfile(work / step.path)
         assert isinstance(step.arguments, tuple)
         for word in step.arguments:
-            assert type(word) is str
+            assert type(word) in TEXT_TYPES
             # An argument the OS cannot pass would only fail once the step starts, after others ran.
             assert "\x00" not in word, f"{step.label}: an argument with a NUL byte was accepted"
     if pipeline.schedule is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shlex
@@ -713,3 +714,108 @@ def test_interpolation_works_in_cron(tmp_path: Path) -> None:
     fires = fire_times(trigger, MONDAY, 2)
 
     assert [fire.strftime("%a %H:%M") for fire in fires] == ["Sun 06:00", "Sun 06:00"]
+
+
+# --- a wall clock stepped back (issue 14.9) ---------------------------------------------------------
+
+
+def libfaketime() -> str:
+    """The libfaketime library (Debian's package faketime); skip without it (fail with LYNX_REQUIRE_SLURM=1, as CI)."""
+    for pattern in (
+        "/usr/lib/*/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+        "/usr/local/lib/faketime/libfaketimeMT.so.1",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    reason = "libfaketime is not installed (Debian: apt-get install faketime; .ci/run installs it)"
+    if os.environ.get("LYNX_REQUIRE_SLURM") == "1":
+        pytest.fail(f"LYNX_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
+def faked_clock(directory: Path) -> tuple[dict[str, str], Callable[[int], None]]:
+    """An environment whose wall clock (not the monotonic one) follows an offset, and a function that sets
+    the offset in seconds: Lynx and its steps see the clock stepped; the machine's clock is left alone."""
+    offset = directory / "faketime.txt"
+    offset.write_text("+0\n")
+    env = clean_env(
+        LD_PRELOAD=libfaketime(),
+        FAKETIME_TIMESTAMP_FILE=str(offset),
+        FAKETIME_NO_CACHE="1",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+    )
+    return env, lambda seconds: offset.write_text(f"{seconds:+d}\n")
+
+
+def test_a_schedule_goes_on_by_the_new_time_when_the_clock_is_stepped_back(
+    tmp_path: Path, foreground: Callable[..., Foreground]
+) -> None:
+    """cron's rule for a wildcard schedule: after a 10-minute step back the next fire is by the new
+    time, not 10 minutes later; the step is logged once."""
+    env, step_clock = faked_clock(tmp_path)
+    marker_step(tmp_path, "step.py")
+    config = schedule_config(tmp_path, "step.py")
+    lynx = foreground("start", "-ni", "-cf", str(config), env=env)
+    lynx.wait_output("Next run at ")
+    runs = len(ran(tmp_path))
+
+    step_clock(-600)
+
+    # Without the fix the next run came 600 s later.
+    wait_for(lambda: len(ran(tmp_path)) >= runs + 3, timeout=30)
+    output = lynx.output()
+    assert re.search(r"The clock went back by (599\.9|600|600\.1) s: next run at \w{3} \d{4}-", output), output
+    assert output.count("The clock went back") == 1
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+    assert "Traceback" not in lynx.output()
+
+
+def test_a_schedule_with_a_fixed_hour_keeps_its_next_run_when_the_clock_is_stepped_back(
+    tmp_path: Path, foreground: Callable[..., Foreground]
+) -> None:
+    """A fixed time already run is not run again by the clock going back (as cron, and as across DST):
+    the step is noticed when the wait for the next fire ends, and the next run stays where it was."""
+    env, step_clock = faked_clock(tmp_path)
+    marker_step(tmp_path, "step.py")
+    fire = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=10)
+    config = write_config(
+        tmp_path,
+        f"""
+        cron: {{hour: {fire.hour}, minute: {fire.minute}, second: {fire.second}, timezone: UTC}}
+        steps:
+          - script: step.py
+        """,
+    )
+    lynx = foreground("start", "-ni", "-cf", str(config), env=env)
+    lynx.wait_output("Lynx is scheduled: first run at ")
+    step_clock(-600)
+    assert fire.timestamp() - time.time() > 0.5, "Lynx took too long to start: the fire time is already here"
+
+    lynx.wait_output("The clock went back by ", timeout=40)
+    stays = f"the next run stays at {fire:%a %Y-%m-%d %H:%M:%S} UTC (a schedule with a fixed hour runs each"
+    assert stays in lynx.output()
+    assert ran(tmp_path) == []
+    lynx.send(signal.SIGINT)
+    assert lynx.wait() == 130
+
+
+def test_the_clock_watch_tells_a_step_back_from_a_pause() -> None:
+    """A step back is a shrinking distance between the wall and the monotonic clock; both clocks moving
+    on together (a suspended process, a slow machine) or the wall clock stepping forward are not."""
+    from lynx.schedule import WallClockWatch
+
+    clocks = {"wall": 1000.0, "monotonic": 5.0}
+    watch = WallClockWatch(wall=lambda: clocks["wall"], monotonic=lambda: clocks["monotonic"])
+    clocks["wall"] += 30
+    clocks["monotonic"] += 30
+    assert watch.went_back() == 0.0
+    clocks["wall"] += 3600
+    assert watch.went_back() == 0.0
+    clocks["wall"] -= 600.5
+    assert watch.went_back() == pytest.approx(600.5)
+    assert watch.went_back() == 0.0  # told once
+    clocks["wall"] -= 0.2  # NTP-sized: not a step
+    assert watch.went_back() == 0.0

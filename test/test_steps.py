@@ -286,6 +286,23 @@ def test_mapping_arguments_reach_a_fire_script_with_the_right_types(tmp_path: Pa
     assert seen["values"][:3] == ["data/x", 500, True]
 
 
+def test_mapping_keys_that_already_have_dashes_are_passed_as_written(tmp_path: Path) -> None:
+    marker_step(tmp_path, "a.py")
+    write_config(
+        tmp_path,
+        """
+        steps:
+          - script: a.py
+            arguments: {"--foo": 1, "-v": null, plain: x, "--": null, "-n": "3.10"}
+        """,
+    )
+
+    result = start(tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ran(tmp_path) == ["a.py --foo 1 -v --plain x -- -n 3.10"]
+
+
 def test_numbers_in_list_arguments_keep_their_source_text(tmp_path: Path) -> None:
     marker_step(tmp_path, "a.py")
     write_config(tmp_path, "steps:\n  - script: a.py\n    arguments: [3.10, 010, 0x1F, '12:30', 12:30, 1e3]\n")
@@ -393,7 +410,11 @@ def test_vars_and_environment_interpolate_in_steps_and_cron(tmp_path: Path) -> N
 # --- bad values: exit 2, one line, nothing ran -----------------------------------------------------
 
 BAD_STEPS = {
-    "name-list": ("name: [a]", ["'name'"]),
+    "name-list": ("name: [a]", ["'name'", "one line of text, not a list"]),
+    "name-empty": ('name: ""', ["'name' is empty"]),
+    "name-blank": ("name: '  '", ["'name' is empty"]),
+    "name-newline": ('name: "prep\\nfast"', ["'name' must be one line of text", "line break"]),
+    "name-block": ("name: >\n      prep\n", ["'name' must be one line of text", "line break", "write |- or >-"]),
     "env-list": ("env: [A=1]", ["'env'", "mapping"]),
     "env-bool": ("env: {A: true}", ["'env'", "A", "quote"]),
     "env-nested": ("env: {A: {b: 1}}", ["'env'", "A"]),

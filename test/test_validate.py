@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -255,3 +258,137 @@ def test_whole_numbers_are_shown_as_written(tmp_path: Path) -> None:
     assert "  retries: 1234567" in result.stdout
     assert "  timeout: 1234567 s" in result.stdout
     assert "  retry_backoff: 1.5" in result.stdout
+
+
+# --- values read from the environment (issue 14.15) -----------------------------------------------
+
+SECRET = "tok-5ecr3t-value"
+
+FROM_THE_ENVIRONMENT = """
+    vars:
+      token: ${oc.env:API_TOKEN}
+      both: {SHARED: "${oc.env:API_TOKEN}", PLAIN: plain}
+    cron:
+      second: ${oc.env:EVERY,'*/10'}
+    steps:
+      - script: dump.py
+        name: ${oc.env:STEP_NAME}
+        arguments: ["--token ${oc.env:API_TOKEN}", "${oc.env:EXTRA}", "--data ${vars.both.PLAIN}"]
+        env: {TOKEN: "${oc.env:API_TOKEN}", VIA: "${vars.token}", AUTH: "Bearer ${oc.env:API_TOKEN}", HOME: null}
+      - script: ${oc.env:SCRIPT}
+        arguments: {key: "${oc.env:API_TOKEN}", "--n": 3}
+        env: ${vars.both}
+        cwd: ${oc.env:WORKDIR}
+"""
+
+
+def write_environment_config(directory: Path) -> dict[str, str]:
+    """A config whose secrets come from the environment, the step that dumps what it gets, and that environment."""
+    write_script(
+        directory,
+        "dump.py",
+        f"""
+        import json, os, sys
+        with open({str(directory / "got.jsonl")!r}, "a") as handle:
+            handle.write(json.dumps({{"argv": sys.argv[1:], "TOKEN": os.environ.get("TOKEN"),
+                                      "VIA": os.environ.get("VIA"), "AUTH": os.environ.get("AUTH"),
+                                      "SHARED": os.environ.get("SHARED")}}) + "\\n")
+        """,
+    )
+    (directory / f"dir-{SECRET}").mkdir()
+    write_config(directory, FROM_THE_ENVIRONMENT)
+    return clean_env(
+        API_TOKEN=SECRET,
+        STEP_NAME=f"name-{SECRET}",
+        EXTRA=f"--extra {SECRET} more",
+        SCRIPT=str(directory / "dump.py"),
+        WORKDIR=f"dir-{SECRET}",
+    )
+
+
+def test_validate_shows_values_read_from_the_environment_as_their_interpolation(tmp_path: Path) -> None:
+    env = write_environment_config(tmp_path)
+
+    result = run_lynx("validate", "-cf", "config.yaml", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    first = lines[lines.index("Step 1: dump.py") :]
+    assert first[1].endswith(" dump.py --token ${oc.env:API_TOKEN} ${oc.env:EXTRA} --data plain")
+    assert first[2:4] == [
+        "  name: ${oc.env:STEP_NAME}",
+        "  env: TOKEN=${oc.env:API_TOKEN}, VIA=${vars.token}, AUTH=Bearer ${oc.env:API_TOKEN}, HOME (removed)",
+    ]
+    second = lines[lines.index("Step 2: ${oc.env:SCRIPT}") :]
+    assert second[1].endswith(" ${oc.env:SCRIPT} --key ${oc.env:API_TOKEN} --n 3")
+    assert second[2:4] == ["  env: SHARED=${oc.env:API_TOKEN}, PLAIN=plain", "  cwd: ${oc.env:WORKDIR}"]
+    assert "Schedule: second=${oc.env:EVERY,'*/10'}" in lines
+    assert ran(tmp_path) == [] and not (tmp_path / "got.jsonl").exists()
+
+
+def test_values_read_from_the_environment_still_reach_the_steps(tmp_path: Path) -> None:
+    env = write_environment_config(tmp_path)
+
+    # Without -ni a config with a cron section runs once.
+    result = run_lynx("start", "-cf", "config.yaml", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Processing Step 1: name-{SECRET}..." in result.stdout
+    first, second = [json.loads(line) for line in (tmp_path / "got.jsonl").read_text().splitlines()]
+    assert first == {
+        "argv": ["--token", SECRET, "--extra", SECRET, "more", "--data", "plain"],
+        "TOKEN": SECRET,
+        "VIA": SECRET,
+        "AUTH": f"Bearer {SECRET}",
+        "SHARED": None,
+    }
+    assert second["argv"] == ["--key", SECRET, "--n", "3"] and second["SHARED"] == SECRET
+
+
+def test_an_error_about_a_value_read_from_the_environment_shows_its_interpolation(tmp_path: Path) -> None:
+    marker_step(tmp_path, "one.py")
+    write_config(tmp_path, "steps:\n  - script: one.py\n    timeout: ${oc.env:API_TOKEN}\n")
+
+    for command in ("validate", "start"):
+        result = run_lynx(command, "-cf", "config.yaml", cwd=tmp_path, env=clean_env(API_TOKEN=SECRET))
+
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        assert result.stderr.strip() == (
+            "Error: config.yaml: step 1 (one.py): 'timeout' must be a number of seconds more than 0 and at most "
+            "1e+09, not '${oc.env:API_TOKEN}'"
+        )
+
+
+def test_the_srun_line_of_validate_shows_values_read_from_the_environment_as_written(tmp_path: Path) -> None:
+    if shutil.which("srun") is None or subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
+        if os.environ.get("LYNX_REQUIRE_SLURM") == "1":
+            pytest.fail("LYNX_REQUIRE_SLURM=1 but no SLURM cluster answers (test/slurm/cluster.sh start)")
+        pytest.skip("no SLURM cluster answers: run 'test/slurm/cluster.sh start' as root on Debian")
+    marker_step(tmp_path, "train.py")
+    (tmp_path / f"dir-{SECRET}").mkdir()
+    write_config(
+        tmp_path,
+        """
+        steps:
+          - script: train.py
+            name: ${oc.env:STEP_NAME}
+            cwd: ${oc.env:WORKDIR}
+            arguments: ["--token ${oc.env:API_TOKEN}"]
+            slurm: {time: 5, mail-user: "${oc.env:API_TOKEN}"}
+        """,
+    )
+    env = clean_env(API_TOKEN=SECRET, STEP_NAME=f"name-{SECRET}", WORKDIR=f"dir-{SECRET}")
+
+    result = run_lynx("validate", "-cf", "config.yaml", cwd=tmp_path, env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert re.search(
+        r"\n  runs on SLURM: srun '--job-name=lynx:config:\$\{oc.env:STEP_NAME\}' '--chdir=\$\{oc.env:WORKDIR\}' "
+        r"--export=ALL --input=none --quiet --time=5 '--mail-user=\$\{oc.env:API_TOKEN\}' \S*python\S* "
+        rf"{re.escape(str(tmp_path / 'train.py'))} --token \$\{{oc.env:API_TOKEN\}}\n",
+        result.stdout,
+    ), result.stdout
+    assert "  SLURM would accept it: Job " in result.stdout

@@ -91,15 +91,18 @@ def _run(
     """
     stdout = screen if screen is not None else sys.stdout
     output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
+    name = (options.name or pipeline.name) if options.detached else None
+    # Relative: the history follows the working directory if the project folder is renamed.
+    history = recorder_for(".", pipeline.source, name, environ)
+    notifier = _notifier(pipeline, history, options.log_file, environ)
+    if notifier is not None:
+        log_file = notifier.output_sink(log_file)  # the step output, and on to the log file
     relay = OutputRelay(output_screen, log_file=log_file)
     _raise_on_termination_signals()
     log = get_logger()
     # What a finished step left running has a relay of its own: its lines never split the next step's.
     guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write)
     supervise_steps(guard)
-    name = (options.name or pipeline.name) if options.detached else None
-    # Relative: the history follows the working directory if the project folder is renamed.
-    history = recorder_for(".", pipeline.source, name, environ)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive
     mode = "background" if options.detached else "schedule" if scheduled else "once"
@@ -119,7 +122,7 @@ def _run(
             guard=guard,
             environ=environ,
             inherit_stdin=interactive,
-            reporter=combine_reporters(history, entry),
+            reporter=combine_reporters(history, entry, notifier),
         )
 
     try:
@@ -145,6 +148,9 @@ def _run(
     except Terminated as terminated:
         log.warning(f"Lynx received {signal.Signals(terminated.signum).name} and has stopped.")
         return terminated.exit_code, None
+    finally:
+        if notifier is not None:
+            notifier.wait()  # within each channel's timeout; the history line is written already
     if scheduled:
         log.info("The schedule has ended.")
     code = EXIT_OK if result.ok else EXIT_FAILED
@@ -192,6 +198,16 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     if entry is not None and ending is not None:
         entry.ended(ending, code)
     return code
+
+
+def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: Mapping[str, str]) -> Any:
+    """The reporter that sends the config's notifications, if it has any (only then is lynx.notify imported)."""
+    if not pipeline.channels:
+        return None
+    from lynx.notify.notifier import Notifier
+
+    path = os.path.abspath(os.path.expanduser(log_file)) if log_file else None
+    return Notifier(pipeline.channels, record=history.record, log_file=path, environ=environ)
 
 
 def _entry_reporter(name: str | None) -> Any:

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
-from lynx.records import Pipeline, Schedule, Step
+from lynx.records import FromEnvironment, Pipeline, Schedule, Step, as_shown, shown_command_line
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.
@@ -35,21 +35,25 @@ def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO =
 
 def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) -> list[str]:
     """The lines ``lynx validate`` prints for a valid ``pipeline``."""
-    import shlex
-
     count = len(pipeline.steps)
     when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
     lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}, run {when}.", ""]
     for step in pipeline.steps:
         if step.number > 1:
             lines.append("")
-        lines.append(f"Step {step.number}: {step.script}")
-        lines.append("    " + shlex.join(step.argv(python)))
+        lines.append(f"Step {step.number}: {as_shown(step.script)}")
+        lines.append("    " + shown_command_line(step.argv(python)))
         lines += _launch_lines(step, python, pipeline.name)
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
     if pipeline.schedule is not None:
         lines.append("")
         lines += _schedule_lines(pipeline.schedule, now)
+    if pipeline.channels:
+        # Labels only: a channel's URL, headers and user are secrets.
+        lines += ["", "Notify:"]
+        lines += [
+            f"  {channel.number}. {channel.label} on {', '.join(channel.events)}" for channel in pipeline.channels
+        ]
     return lines
 
 
@@ -57,12 +61,21 @@ def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
     """How the command is launched when not directly: a SLURM step's srun command line and SLURM's verdict."""
     if step.slurm is None:
         return []
-    import shlex
-
     from lynx.slurm import ask_slurm, srun_command
 
     command = srun_command(step, pipeline=pipeline, python=python)
-    return ["  runs on SLURM: " + shlex.join(command), "  " + ask_slurm(command)]
+    # srun's options are made from the step's values (--job-name from its title, --chdir from its cwd):
+    # the line shown is made from those values as written.
+    as_written = dataclasses.replace(
+        step,
+        name=as_shown(step.title),
+        cwd=as_shown(step.cwd) if step.cwd is not None else None,
+        slurm=tuple((option, value if value is True else as_shown(value)) for option, value in step.slurm),
+    )
+    shown = srun_command(as_written, pipeline=pipeline, python=python)
+    if isinstance(step.path, FromEnvironment):  # made absolute for the job
+        shown = [step.path if word == os.path.abspath(step.path) else word for word in shown]
+    return ["  runs on SLURM: " + shown_command_line(shown), "  " + ask_slurm(command)]
 
 
 def _extra_keys(step: Step) -> list[tuple[str, str]]:
@@ -87,7 +100,7 @@ def _render(key: str, value: Any) -> str:
     if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
         # env: (KEY, value | None); slurm: (option, value | True)
         return ", ".join(_pair(key, name, item) for name, item in value)
-    return str(value)
+    return as_shown(value)
 
 
 def _pair(key: str, name: str, value: Any) -> str:
@@ -95,7 +108,7 @@ def _pair(key: str, name: str, value: Any) -> str:
         return f"{name} (removed)"
     if value is True:
         return name
-    return f"{name}={value}"
+    return f"{name}={as_shown(value)}"
 
 
 def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
@@ -117,8 +130,8 @@ def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
         # The fields the line was translated into are shown as the line itself.
         translated, _ = crontab_fields(schedule.crontab)
         fields = [(key, value) for key, value in fields if key not in translated]
-        fields.insert(0, ("crontab", repr(schedule.crontab)))
-    lines = ["Schedule: " + ", ".join(f"{key}={value}" for key, value in fields)]
+        fields.insert(0, ("crontab", repr(as_shown(schedule.crontab))))
+    lines = ["Schedule: " + ", ".join(f"{key}={as_shown(value)}" for key, value in fields)]
     lines += [f"  {key}: {_render(key, value)}" for key, value in _schedule_extras(schedule)]
     jitter = getattr(trigger, "jitter", None)
     if jitter:

@@ -8,6 +8,7 @@ from typing import Any
 
 from lynx.config.values import WRITTEN
 from lynx.errors import ConfigError
+from lynx.records import FromEnvironment
 
 
 def resolve_interpolations(document: Any, source: str) -> Any:
@@ -17,6 +18,9 @@ def resolve_interpolations(document: Any, source: str) -> Any:
     back as the very objects the file made: a ``${vars.n}`` that stands alone is that number, one
     inside a string is the number's text as written (``python${vars.py}`` with ``py: 3.10``:
     ``python3.10``, where YAML 1.1 would say 3.1).
+
+    A string whose value was read from the environment (``${oc.env:…}``, also through another key)
+    comes back as a :class:`FromEnvironment` that remembers its text as written.
     """
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -25,8 +29,10 @@ def resolve_interpolations(document: Any, source: str) -> Any:
     # A mark no string of the file can hold by chance (a NUL and random digits).
     mark = f"\0{os.urandom(8).hex()}:"
     placeholder = re.compile(re.escape(mark) + "([0-9]+)\0")
+    names_environment = False
 
     def hide(node: Any) -> Any:
+        nonlocal names_environment
         if isinstance(node, dict):
             return {hide(key): hide(value) for key, value in node.items()}
         if isinstance(node, list):
@@ -34,6 +40,8 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         if isinstance(node, WRITTEN):
             written.append(node)
             return f"{mark}{len(written) - 1}\0"
+        if isinstance(node, str) and "oc.env" in node:
+            names_environment = True
         return node
 
     def restore(node: Any) -> Any:
@@ -49,11 +57,98 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         return node
 
     try:
-        return restore(OmegaConf.to_container(OmegaConf.create(hide(document)), resolve=True))
+        config = OmegaConf.create(hide(document))
+        resolved = restore(OmegaConf.to_container(config, resolve=True))
+        # Only a file that names the environment pays for looking which values read it.
+        for path, text in (_read_from_environment(config) if names_environment else {}).items():
+            _mark_from_environment(resolved, [restore(key) for key in path], restore(text))
+        return resolved
     except OmegaConfBaseException as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         where = _interpolation_key(error, document)
         raise ConfigError(f"{source}: {where}cannot resolve an interpolation: {message}") from None
+
+
+# A relative key in an interpolation (${.x}, ${..x}, ${oc.select:.x}): its meaning depends on where it stands.
+_RELATIVE_KEY = re.compile(r"[{:,]\s*\.")
+
+
+def _read_from_environment(config: Any) -> dict[tuple[Any, ...], str]:
+    """Where ``config`` holds a value whose resolution reads the environment (``${oc.env:…}``, also
+    through other keys), and that value's interpolation as written.
+
+    Each interpolation is resolved again on its own, with OmegaConf's ``oc.env`` resolver wrapped to
+    say that it was called: values are not changed on their way (``${oc.decode:${oc.env:N}}`` still
+    decodes), and a key that reads the environment through another (``${vars.token}``) is found too.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf.basecontainer import BaseContainer
+
+    # OmegaConf's registry of resolvers (a class attribute since 2.0); its public register functions
+    # differ between versions, and a wrapper around the registered entry works with all of them.
+    resolvers = getattr(BaseContainer, "_resolvers", None)
+    original = resolvers.get("oc.env") if isinstance(resolvers, dict) else None
+    reads: list[bool] = []
+
+    def recording_env(*args: Any, **kwargs: Any) -> Any:
+        reads.append(True)
+        return original(*args, **kwargs)  # type: ignore[misc]
+
+    found: dict[tuple[Any, ...], str] = {}
+    on_path: set[int] = set()
+    # Whether an interpolation reads the environment, by its text, for texts that mean the same
+    # wherever they stand (no relative key such as ${.x}): thousands of steps often share a few.
+    known: dict[str, bool] = {}
+
+    def walk(container: Any, path: tuple[Any, ...]) -> None:
+        if id(container) in on_path:  # a key whose interpolation leads back to a container above it
+            return
+        on_path.add(id(container))
+        keys = list(container.keys()) if isinstance(container, DictConfig) else range(len(container))
+        for key in keys:
+            node = container._get_node(key)
+            if not OmegaConf.is_interpolation(container, key):
+                if isinstance(node, (DictConfig, ListConfig)):
+                    walk(node, (*path, key))
+                continue
+            text = str(node._value())
+            if text in known:
+                if known[text]:
+                    found[(*path, key)] = text
+                continue
+            reads.clear()
+            value = container[key]
+            if isinstance(value, (DictConfig, ListConfig)):
+                walk(value, (*path, key))
+                continue
+            # Without the registry to wrap, every interpolation counts as one that reads the environment.
+            from_environment = bool(reads) or original is None
+            if from_environment:
+                found[(*path, key)] = text
+            if not _RELATIVE_KEY.search(text):
+                known[text] = from_environment
+        on_path.discard(id(container))
+
+    if original is not None:
+        resolvers["oc.env"] = recording_env  # type: ignore[index]
+    try:
+        walk(config, ())
+    finally:
+        if original is not None:
+            resolvers["oc.env"] = original  # type: ignore[index]
+    return found
+
+
+def _mark_from_environment(document: Any, path: list[Any], written: str) -> None:
+    """Make the string at ``path`` in ``document`` a FromEnvironment that shows as ``written``."""
+    *parents, last = path
+    container = document
+    for key in parents:
+        container = container[key]
+    value = container[last]
+    # A value OmegaConf made something else of (``${oc.decode:…}`` gives numbers) has no text to keep.
+    if isinstance(value, str):
+        container[last] = FromEnvironment(value, written)
 
 
 def _interpolation_key(error: Any, document: Any) -> str:

@@ -1,4 +1,5 @@
-"""Building a whole config: its top-level keys, named steps from ``configs``, then each step and the schedule."""
+"""Building a whole config: its top-level keys, named steps from ``configs``, then each step, the schedule and
+the notification channels."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
 from lynx.config.values import kind_of, unknown_key
 from lynx.errors import ConfigError
-from lynx.records import Pipeline
+from lynx.records import Channel, Pipeline
 
-TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python")
+TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "notify")
 
 
 def build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, str] = os.environ) -> Pipeline:
@@ -40,7 +41,13 @@ def build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, s
         raw_steps = _expand_named_steps(raw_steps, document.get("configs"), source)
     steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
     schedule = build_schedule(document["cron"], source) if "cron" in document else None
-    return Pipeline(source=source, steps=steps, schedule=schedule)
+    channels: tuple[Channel, ...] = ()
+    if "notify" in document:
+        # Only configs that notify load its rules.
+        from lynx.config.notify import build_channels
+
+        channels = build_channels(document["notify"], context)
+    return Pipeline(source=source, steps=steps, schedule=schedule, channels=channels)
 
 
 def _expand_named_steps(raw_steps: list[Any], configs: Any, source: str) -> list[Any]:

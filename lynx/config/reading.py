@@ -1,5 +1,6 @@
 """Reading a config file's YAML safely: libyaml's safe loader, duplicate keys and merges refused,
-numbers and dates kept as written, alias bombs and cycles refused. It knows nothing about steps.
+numbers and dates kept as written, the keys ``on``/``off``/``yes``/``no`` kept as words, alias bombs
+and cycles refused. It knows nothing about steps.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from lynx.errors import ConfigError
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_EXPANDED_NODES = 2_000_000
 MAX_INTERPOLATED_NODES = 200_000
+BOOL_TAG = "tag:yaml.org,2002:bool"
+STR_TAG = "tag:yaml.org,2002:str"
+# Mapping keys that YAML 1.1 would read as booleans; as values they keep their YAML meaning.
+WORD_KEYS = ("on", "off", "yes", "no")
 
 
 def _loader(yaml: Any) -> Any:
@@ -43,6 +48,9 @@ def _loader(yaml: Any) -> Any:
         def check_keys(self, node: Any) -> None:
             seen: dict[tuple[str, str], Any] = {}
             for key_node, value_node in node.value:
+                if key_node.tag == BOOL_TAG and key_node.value.lower() in WORD_KEYS:
+                    # YAML 1.1 reads a bare 'on:' as true (GitHub Actions' trap): a key keeps its word.
+                    key_node.tag = STR_TAG
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     merged = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
                     for item in merged:

@@ -7,9 +7,18 @@ import re
 from typing import Any, Callable, Dict, Mapping
 
 from lynx.config.slurm_options import option_problem
-from lynx.config.values import as_written, check_flag, check_number, check_whole, kind_of, shown, unknown_key
+from lynx.config.values import (
+    as_written,
+    check_flag,
+    check_number,
+    check_whole,
+    keep_origin,
+    kind_of,
+    shown,
+    unknown_key,
+)
 from lynx.errors import ConfigError
-from lynx.records import Step
+from lynx.records import FromEnvironment, Step
 
 STEP_KEYS = (
     "script",
@@ -32,17 +41,36 @@ _NEEDS_SHLEX = re.compile(r"['\"\\]|[^\S \t\r\n]")
 
 
 def split_arguments(entries: list[Any] | tuple[Any, ...]) -> tuple[str, ...]:
-    """Split each entry like a shell splits words, without running a shell."""
+    """Split each entry like a shell splits words, without running a shell; the words of an entry
+    read from the environment are FromEnvironment words that show the entry as written."""
     words: list[str] = []
     for entry in entries:
-        text = str(entry)
-        if not _NEEDS_SHLEX.search(text):
-            words.extend(text.split())
+        if isinstance(entry, FromEnvironment):
+            words.extend(_words_from_environment(_split(str(entry)), entry.written))
         else:
-            import shlex
-
-            words.extend(shlex.split(text))
+            words.extend(_split(str(entry)))
     return tuple(words)
+
+
+def _split(text: str) -> list[str]:
+    if not _NEEDS_SHLEX.search(text):
+        return text.split()
+    import shlex
+
+    return shlex.split(text)
+
+
+def _words_from_environment(words: list[str], written: str) -> list[str]:
+    """``words`` marked as read from the environment, each showing its part of the entry ``written``."""
+    try:
+        parts = _split(written)
+    except ValueError:
+        parts = []
+    if len(parts) == len(words):
+        # "--token ${oc.env:TOKEN}": "--token" is the same as written, the second word shows as written.
+        return [word if word == part else FromEnvironment(word, part) for word, part in zip(words, parts)]
+    # "${oc.env:EXTRA_ARGS}" became several words: the entry as written stands for all of them.
+    return [FromEnvironment(word, written if index == 0 else "") for index, word in enumerate(words)]
 
 
 class StepContext:
@@ -68,7 +96,7 @@ class StepContext:
             )
         found = self.interpreters.get(value)
         if found is not None:
-            return found
+            return keep_origin(found, value)
         path = os.path.expanduser(value)
         if os.sep in path:
             candidates = (
@@ -86,7 +114,7 @@ class StepContext:
                 raise ConfigError(f"{where}: {value} is not a command found on PATH")
             found = os.path.abspath(found)
         self.interpreters[value] = found
-        return found
+        return keep_origin(found, value)
 
     def directory(self, value: Any, where: str) -> str:
         if not isinstance(value, str) or not value.strip():
@@ -94,7 +122,7 @@ class StepContext:
         path = os.path.join(self.cwd, self.config_dir, os.path.expanduser(value))
         if not os.path.isdir(path):
             raise ConfigError(f"{where}: 'cwd': {os.path.abspath(path)} is not a directory")
-        return os.path.abspath(path)
+        return keep_origin(os.path.abspath(path), value)
 
 
 def build_step(number: int, raw: Any, context: StepContext) -> Step:
@@ -136,11 +164,19 @@ Rule = Callable[[Mapping[str, Any], str, StepContext, Dict[str, Any]], Any]
 
 def _name(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
     name = raw.get("name")
-    if name is not None:
-        name = as_written(name)
-        if name is None or not name.strip() or "\n" in name:
-            raise ConfigError(f"{where}: 'name' must be one line of text, not a {kind_of(raw['name'])}")
-    return name
+    if name is None:
+        return None
+    text = as_written(name)
+    if text is None:
+        raise ConfigError(f"{where}: 'name' must be one line of text, not a {kind_of(name)}")
+    if not text.strip():
+        raise ConfigError(f"{where}: 'name' is empty: give the text to show for the step, or leave 'name' out")
+    # Any line break Python's own line splitting knows (\r, \u2028, ...) would break a log line in two.
+    if text.splitlines() != [text]:
+        # YAML's block scalars (| and >) end with a line break unless written |- or >-.
+        hint = " (at its end: write |- or >- for a block scalar)" if len(text.splitlines()) == 1 else ""
+        raise ConfigError(f"{where}: 'name' must be one line of text, but it holds a line break{hint}")
+    return text
 
 
 def _cwd(raw: Mapping[str, Any], where: str, context: StepContext, fields: dict[str, Any]) -> str | None:
@@ -201,6 +237,10 @@ RULES: dict[str, Rule] = {
 
 def _script_path(script: str, where: str, context: StepContext, cwd: str | None) -> str:
     """Where the step's script is, as the step's process will be able to find it."""
+    return keep_origin(_find_script(script, where, context, cwd), script)
+
+
+def _find_script(script: str, where: str, context: StepContext, cwd: str | None) -> str:
     path = context.lookup.find(script, where)
     if cwd is not None and not os.path.isabs(path):
         # The step runs elsewhere: its script must not depend on Lynx's working directory.
@@ -253,13 +293,14 @@ def _build_arguments(entries: Any, where: str, words: dict[int, tuple[str, ...]]
 
 
 def _mapping_arguments(entries: dict[Any, Any], where: str) -> tuple[str, ...]:
-    """``{input_file: x, n: 5, flag: true, bare: null}`` -> ``--input_file x --n 5 --flag True --bare``."""
+    """``{input_file: x, n: 5, flag: true, bare: null}`` -> ``--input_file x --n 5 --flag True --bare``;
+    a key that already starts with a dash (``--foo``, ``-v``) is the option as written."""
     words: list[str] = []
     for key, value in entries.items():
         option = as_written(key)
         if option is None or not option.strip():
             raise ConfigError(f"{where}: 'arguments' keys must be option names, not a {kind_of(key)}")
-        words.append(f"--{option}")
+        words.append(option if option.startswith("-") else f"--{option}")
         if value is None:
             continue
         # str(True) is "True", which fire reads as a boolean.

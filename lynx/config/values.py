@@ -6,7 +6,7 @@ from datetime import date, datetime
 from typing import Any, Mapping
 
 from lynx.errors import ConfigError
-from lynx.records import MAX_SECONDS
+from lynx.records import MAX_SECONDS, FromEnvironment
 
 
 class WrittenInt(int):
@@ -62,11 +62,20 @@ def kind_of(value: Any) -> str:
     return type(value).__name__
 
 
+def keep_origin(value: str, source: Any) -> str:
+    """``value``, made from ``source``, remembering as ``source`` does whether it came from the environment
+    (a path found for a script read from it shows as the script's interpolation)."""
+    if isinstance(source, FromEnvironment):
+        return FromEnvironment(value, source.written)
+    return str(value)
+
+
 def shown(value: Any) -> str:
-    """A value for an error message: short scalars as written, anything else by its kind."""
+    """A value for an error message: short scalars as written, anything else by its kind; a value
+    read from the environment as its interpolation, never the value."""
     if isinstance(value, bool):
         return str(value).lower()
-    written = as_written(value)
+    written = value.written if isinstance(value, FromEnvironment) else as_written(value)
     if written is not None and len(written) <= 40 and "\n" not in written:
         return repr(written) if isinstance(value, str) else written
     return f"a {kind_of(value)}"
