@@ -197,7 +197,8 @@ def test_state_files_get_the_modes_the_umask_gives(lynx_dir: Path, umask: int, m
         ({"last_run": "oops"}, "'last_run' is not an object"),
         ({"schedule": 5}, "'schedule' is not a string"),
         ({"config_file": ["a"]}, "'config_file' is not a string"),
-        ({"last_run": {"result": "ok", "duration_s": "1e400"}}, "'last_run.duration_s' is not a finite number"),
+        ({"last_run": {"result": "ok", "duration_s": "1e400"}}, "cannot read it (1e400 is too large for a number)"),
+        ({"last_run": {"result": "ok", "duration_s": -1}}, "'last_run.duration_s' is not a finite number from 0"),
         ({"next_run": "tomorrow"}, "'next_run' is not an ISO 8601 time"),
         ({"current_step": 0}, "'current_step' is not a whole number from 1"),
         ({"pid": True}, "'pid' is not a whole number from 1"),
@@ -228,7 +229,8 @@ def test_a_record_that_parses_but_is_wrong_is_named_and_left_out(
         assert result.returncode == 1, result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr
         (warning,) = result.stderr.splitlines()
-        assert warning.startswith(f"Warning: {folder / 'bad.json'} is not a Lynx scheduler entry ({named}"), warning
+        assert warning.startswith(f"Warning: {folder / 'bad.json'}") and named in warning, warning
+        assert warning.endswith("it is left alone; remove it if no background Lynx named 'bad' runs here")
         assert "good" in result.stdout and "bad" not in result.stdout
     stop = run_lynx("stop", "bad", "-y", cwd=lynx_dir)
     assert stop.returncode == 1 and named in one_error_line(stop)
