@@ -2,11 +2,7 @@
 
 Each scheduler has an entry in ``.lynx/schedulers/`` (see :mod:`lynx.state`); ``.lynx_pid.json``
 keeps describing the most recently started one with the original Lynx's keys, for its scripts.
-
-The detached scheduler boots with ``python -c``, which would put the working directory first on
-``sys.path`` (a ``json.py`` there would run as you): the boot takes it out before importing
-anything. It then says on its standard output when it is ready to run (config loaded, every check
-of ``-ni`` passed), or why not; only then does ``lynx start -bg`` say it runs.
+How the detached scheduler boots and says it is ready: :mod:`lynx.boot`.
 """
 
 from __future__ import annotations
@@ -17,13 +13,13 @@ import fcntl
 import os
 import re
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from lynx import state, statefiles
+from lynx.boot import boot_command, is_boot
 from lynx.errors import LynxError
 from lynx.state import SchedulerEntry
 
@@ -35,20 +31,6 @@ STOP_EXTRA_GRACE = 5.0
 # create time moves a little when the clock is set; with the command line, a second still
 # tells a reused PID apart.
 CREATE_TIME_TOLERANCE = 1.0
-# The detached scheduler's first act: wait until the launcher has recorded it ("go" on its
-# standard input); an end of input without it means the record failed, so it ends untouched.
-# Then the working directory ('' first on sys.path under -c) is taken off the path: nothing is
-# imported from it, as in the foreground, where sys.path starts with the lynx script's folder.
-_BOOT_HEAD = (
-    "import os, sys; go = b''.join(iter(lambda: os.read(0, 64), b'')); go == b'go' or sys.exit(1); "
-    "null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null); "
-    "sys.path[:1] == [''] and sys.path.pop(0); sys.path.insert(0, "
-)
-_BOOT_TAIL = "); from lynx.cli import main; main()"
-# What the detached scheduler writes on its standard output once it is ready to run.
-READY = b"lynx-scheduler-ready\n"
-# How long 'lynx start -bg' waits for that (a SLURM check may take a while on a busy cluster).
-READY_TIMEOUT = 60.0
 # The original Lynx ran its scheduler as 'python schedular.py ...'.
 _ORIGINAL_SCRIPTS = ("schedular.py", "scheduler.py")
 _PYTHON = re.compile(r"(python|pypy)[0-9.]*")
@@ -241,8 +223,7 @@ def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
     """Python running Lynx's own detached start (``-c '…lynx.cli…' start … --detached``) or the
     original Lynx's ``schedular.py``."""
     if len(cmdline) >= 3 and cmdline[1] == "-c":
-        # Earlier versions booted without waiting for their record; their boot ends the same way.
-        return cmdline[2].endswith(_BOOT_TAIL) and "--detached" in cmdline[3:]
+        return is_boot(cmdline)
     if len(cmdline) < 2 or _PYTHON.fullmatch(os.path.basename(cmdline[0])) is None:
         return False
     words = list(cmdline[1:])
@@ -289,16 +270,6 @@ def directory_lock(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def boot_command(arguments: Sequence[str], *, python: str = sys.executable, root: str | None = None) -> list[str]:
-    """How ``python`` runs ``lynx <arguments>`` detached: this Lynx, and nothing from the working directory.
-
-    Args:
-        root: the folder holding the ``lynx`` package (default: this one's).
-    """
-    root = root or str(Path(__file__).resolve().parent.parent)
-    return [python, "-c", _BOOT_HEAD + repr(root) + _BOOT_TAIL, *arguments]
-
-
 def start_detached(
     arguments: Sequence[str],
     *,
@@ -315,7 +286,7 @@ def start_detached(
     It runs with the interpreter running now, in its own session, with no terminal on its
     standard streams, so closing the terminal does not end it. It waits for its record to be
     written; if that fails it is ended before it has run anything. Its standard output and error
-    stay a pipe to this process until it is ready (see :func:`wait_until_ready`).
+    stay a pipe to this process until it is ready (see :func:`lynx.boot.wait_until_ready`).
 
     Returns:
         The record, and the started process (a Popen).
@@ -381,49 +352,6 @@ def start_detached(
                 ) from None
             raise
     return replace(entry, path=written), popen
-
-
-def wait_until_ready(popen: Any, timeout: float = READY_TIMEOUT) -> tuple[bool | None, bytes]:
-    """Read what the detached scheduler says until it is ready, ends, or ``timeout`` passes.
-
-    Returns:
-        True (ready), False (it ended first: the process has been waited for), or None (no word
-        within ``timeout``); and what it wrote meanwhile (its ``Error:`` line, or a traceback).
-    """
-    import select
-    import time
-
-    stream = popen.stdout
-    deadline = time.monotonic() + timeout
-    said = b""
-    try:
-        while READY not in said:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None, said
-            if not select.select([stream], [], [], left)[0]:
-                continue
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                popen.wait()
-                return False, said
-            said += chunk
-        return True, said.replace(READY, b"", 1)
-    finally:
-        stream.close()
-
-
-def announce_ready() -> None:
-    """In the detached scheduler: tell the launcher it is ready, then let go of its pipe for good."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            stream.flush()
-    with contextlib.suppress(OSError):  # the launcher was interrupted: it runs on, recorded
-        os.write(1, READY)
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.close(null)
 
 
 def unstarted(directory: Path, entry: SchedulerEntry) -> None:

@@ -184,7 +184,7 @@ stamp.__doc__ = "an ISO 8601 time"
 
 # --- a scheduler's record -----------------------------------------------------------------------
 
-LAST_RUN = {
+LAST_RUN: dict[str, Check] = {
     "run_id": optional(text),
     "started_at": optional(stamp),
     "ended_at": optional(stamp),
@@ -192,9 +192,9 @@ LAST_RUN = {
     "result": text,
     "failed_step": optional(positive),
 }
-DIRECTORY = {"path": text, "device": count, "inode": count}
+DIRECTORY: dict[str, Check] = {"path": text, "device": count, "inode": count}
 # The user-level options it was started with; later options join them (a newer Lynx's are let through).
-OPTIONS = {
+OPTIONS: dict[str, Check] = {
     "config_file": text,
     "name": text,
     "log_file": optional(text),
@@ -203,8 +203,8 @@ OPTIONS = {
     "log_backup_count": count,
     "keep_running": flag,
 }
-ENDED = {"at": stamp, "reason": text, "exit_code": integer, "error": optional(text)}
-ENTRY = {
+ENDED: dict[str, Check] = {"at": stamp, "reason": text, "exit_code": integer, "error": optional(text)}
+ENTRY: dict[str, Check] = {
     "name": text,
     "pid": positive,
     "cmdline": ListOf(text, "strings", non_empty=True),
@@ -242,7 +242,7 @@ def entry_problem(data: Any) -> str | None:
 
 # --- a line of the run history ------------------------------------------------------------------
 
-STEP = {
+STEP: dict[str, Check] = {
     "number": positive,
     "script": text,
     "name": optional(text),
@@ -255,7 +255,7 @@ STEP = {
     "job_id": optional(text),
     "node": optional(text),
 }
-RUN = {
+RUN: dict[str, Check] = {
     "run_id": optional(text),
     "name": optional(text),
     "config_file": optional(text),

@@ -1040,7 +1040,7 @@ def interpreters() -> list[str]:
 @pytest.mark.parametrize("python", interpreters())
 def test_the_boot_takes_the_working_directory_off_the_path_on_every_python(tmp_path: Path, python: str) -> None:
     """Issue 14 #1 on each Python: the boot's own code, run with a stand-in Lynx that reports what it imported."""
-    from lynx.daemon import boot_command
+    from lynx.boot import boot_command
 
     project = tmp_path / "project"
     project.mkdir()

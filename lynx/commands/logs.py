@@ -76,8 +76,10 @@ def _chosen(name: str | None, directory: Path, stderr: TextIO) -> SchedulerEntry
         if stopped is not None:
             return stopped
     if name is None and not entries:
-        stopped = state.stopped_names(directory)
-        hint = f"; 'lynx logs NAME' shows the log of one stopped here ({', '.join(stopped)})" if stopped else ""
+        stopped_here = state.stopped_names(directory)
+        hint = (
+            f"; 'lynx logs NAME' shows the log of one stopped here ({', '.join(stopped_here)})" if stopped_here else ""
+        )
         raise LynxError(f"no background Lynx is recorded here; start one with 'lynx start --background'{hint}")
     entries = daemon.select(entries, name)
     if len(entries) > 1:

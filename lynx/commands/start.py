@@ -168,7 +168,7 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     record: nothing started. What fails later goes to its log file (when it has one that could be
     opened) and to its record, so that ``lynx status`` shows why it ended.
     """
-    from lynx.daemon import announce_ready
+    from lynx.boot import announce_ready
 
     entry = _entry_reporter(options.name)
     pipeline = load_pipeline(options.config_file)
@@ -274,7 +274,8 @@ def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
 def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
     from pathlib import Path
 
-    from lynx.daemon import start_detached, unstarted, wait_until_ready
+    from lynx.boot import wait_until_ready
+    from lynx.daemon import start_detached, unstarted
     from lynx.state import check_name
 
     if options.name is not None:
