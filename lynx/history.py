@@ -31,6 +31,8 @@ HISTORY_FILE = "runs.jsonl"
 MAX_BYTES = 8 * 1024 * 1024
 MAX_BYTES_VARIABLE = "LYNX_HISTORY_MAX_BYTES"
 READ_BLOCK = 64 * 1024
+# No run Lynx writes comes near this (a step's whole argv is at most a few MiB): longer is damage.
+MAX_LINE = 4 * 1024 * 1024
 
 
 def history_path(directory: str) -> str:
@@ -208,7 +210,8 @@ def run_name(run: dict[str, Any]) -> str:
 
 def _lines_backwards(path: str, needle: bytes | None = None) -> Iterator[bytes]:
     """The file's non-empty lines (holding ``needle``, if given), last first, read a block at a time
-    from the end; a block without the needle is passed over whole."""
+    from the end; a block without the needle is passed over whole, and so is a line longer than
+    MAX_LINE (held in memory no further)."""
     try:
         handle = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
@@ -216,21 +219,31 @@ def _lines_backwards(path: str, needle: bytes | None = None) -> Iterator[bytes]:
     with handle:
         position = handle.seek(0, os.SEEK_END)
         rest = b""
+        overlong = False
         while position > 0:
             step = min(READ_BLOCK, position)
             position -= step
             handle.seek(position)
-            block = handle.read(step) + rest
+            block = handle.read(step)
+            if overlong:
+                # Within a line too long to be a run: passed over up to the newline before it.
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    continue
+                overlong, block = False, block[: cut + 1]
+            block += rest
             if needle is not None and needle not in block:
                 # The lines after the first are all in it: none of them holds the needle.
                 cut = block.find(b"\n")
                 rest = block if cut < 0 else block[:cut]
-                continue
-            lines = block.split(b"\n")
-            rest = lines[0]
-            for line in reversed(lines[1:]):
-                if line.strip() and (needle is None or needle in line):
-                    yield line
+            else:
+                lines = block.split(b"\n")
+                rest = lines[0]
+                for line in reversed(lines[1:]):
+                    if line.strip() and (needle is None or needle in line):
+                        yield line
+            if len(rest) > MAX_LINE:
+                rest, overlong = b"", True
         if rest.strip() and (needle is None or needle in rest):
             yield rest
 

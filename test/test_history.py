@@ -368,6 +368,30 @@ def test_history_reads_a_long_file_from_its_end(tmp_path: Path) -> None:
     assert "config (foreground)" in run_lynx("history", cwd=tmp_path).stdout
 
 
+def test_a_history_with_gigabytes_without_a_line_break_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 14 #4: a 'line' of 2 GiB (a sparse run of NULs) between two runs is skipped, not held in memory."""
+    two_step_config(tmp_path, 0)
+    for _ in range(2):
+        assert run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path).returncode == 0
+    path = tmp_path / HISTORY
+    first, second = path.read_bytes().splitlines(keepends=True)
+    with path.open("wb") as handle:
+        handle.write(first)
+        handle.truncate(len(first) + 2 * 1024**3)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n" + second)
+
+    for name in ([], ["--name", "config"]):
+        command = [*lynx_command(), "history", "--json", "-n", "0", *name]
+        measured = subprocess.run(
+            ["prlimit", "--as=1073741824", "--", *command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert measured.returncode == 0, measured.stderr
+        assert [run["run_id"] for run in json.loads(measured.stdout)] == [
+            json.loads(line)["run_id"] for line in (second, first)
+        ]
+
+
 def test_history_name_finds_a_schedulers_runs_among_many_others(tmp_path: Path) -> None:
     """--name looks for its runs block by block; a run across a block boundary is found too."""
     two_step_config(tmp_path, 0, "alpha.yaml")
