@@ -120,6 +120,7 @@ def start(
         background=background,
         detached=detached,
         name=name,
+        command_line=tuple(sys.argv[1:]),
     )
     return run_start(options)
 
