@@ -149,6 +149,7 @@ def start(
         until=until,
         only=only,
         overrides=overrides,
+        command_line=tuple(sys.argv[1:]),
     )
     return run_start(options)
 

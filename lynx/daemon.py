@@ -2,6 +2,7 @@
 
 Each scheduler has an entry in ``.lynx/schedulers/`` (see :mod:`lynx.state`); ``.lynx_pid.json``
 keeps describing the most recently started one with the original Lynx's keys, for its scripts.
+How the detached scheduler boots and says it is ready: :mod:`lynx.boot`.
 """
 
 from __future__ import annotations
@@ -9,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import json
 import os
 import re
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from lynx import state
+from lynx import state, statefiles
+from lynx.boot import boot_command, is_boot
 from lynx.errors import LynxError
 from lynx.state import SchedulerEntry
 
@@ -31,13 +31,6 @@ STOP_EXTRA_GRACE = 5.0
 # create time moves a little when the clock is set; with the command line, a second still
 # tells a reused PID apart.
 CREATE_TIME_TOLERANCE = 1.0
-# The detached scheduler's first act: wait until the launcher has recorded it ("go" on its
-# standard input); an end of input without it means the record failed, so it ends untouched.
-_BOOT_HEAD = (
-    "import os, sys; go = b''.join(iter(lambda: os.read(0, 64), b'')); go == b'go' or sys.exit(1); "
-    "null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null); sys.path.insert(0, "
-)
-_BOOT_TAIL = "); from lynx.cli import main; main()"
 # The original Lynx ran its scheduler as 'python schedular.py ...'.
 _ORIGINAL_SCRIPTS = ("schedular.py", "scheduler.py")
 _PYTHON = re.compile(r"(python|pypy)[0-9.]*")
@@ -51,6 +44,9 @@ class Liveness(enum.Enum):
     REUSED = "reused"
     # The recorded process runs, but it is not a Lynx scheduler: the record describes another program.
     FOREIGN = "foreign"
+    # The record belongs to another directory (this folder is a copy), or its scheduler works in
+    # another one: it is not this directory's scheduler.
+    ELSEWHERE = "elsewhere"
     # The process cannot be looked at (another user's, or /proc mounted with hidepid): maybe alive.
     UNKNOWN = "unknown"
 
@@ -64,14 +60,16 @@ def read_pid_file(path: Path) -> SchedulerEntry | None:
     Raises:
         LynxError: the file is unreadable, not JSON, or has no usable ``pid`` or ``cmdline``.
     """
+    from lynx.schema import parse_json
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = statefiles.read_bounded(path)
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LynxError(f"{path}: cannot read it: {error}") from None
+    except OSError as error:
+        raise LynxError(f"{path}: cannot read it: {error.strerror or error}; {_UNTOUCHED}") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except ValueError as error:
         raise LynxError(f"{path} is not valid JSON ({error}); {_UNTOUCHED}") from None
     if not isinstance(data, dict) or "pid" not in data or "cmdline" not in data:
@@ -176,10 +174,12 @@ def kernel_start(pid: int) -> tuple[int, str] | None:
         return None
 
 
-def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
-    """Whether the recorded Lynx scheduler still runs, with its psutil process when it does."""
+def liveness(entry: SchedulerEntry, directory: Path) -> tuple[Liveness, Any]:
+    """Whether the recorded Lynx scheduler still runs as this directory's, with its psutil process when it does."""
     import psutil
 
+    if entry.elsewhere is not None:
+        return Liveness.ELSEWHERE, None
     try:
         process = psutil.Process(entry.pid)
         if process.status() == psutil.STATUS_ZOMBIE:
@@ -193,6 +193,8 @@ def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
             return Liveness.REUSED, None
         if not is_lynx_scheduler(entry.cmdline):
             return Liveness.FOREIGN, None
+        if works_in(entry.pid, directory) is False:
+            return Liveness.ELSEWHERE, None
         return Liveness.ALIVE, process
     except psutil.NoSuchProcess:
         return Liveness.GONE, None
@@ -200,12 +202,28 @@ def liveness(entry: SchedulerEntry) -> tuple[Liveness, Any]:
         return Liveness.UNKNOWN, None
 
 
+def works_in(pid: int, directory: Path) -> bool | None:
+    """Whether process ``pid`` works in ``directory`` (the same folder, whatever its name now); None: cannot tell."""
+    try:
+        here = os.stat(directory)
+        try:
+            there = os.stat(f"/proc/{pid}/cwd")
+        except FileNotFoundError:  # no /proc here
+            import psutil
+
+            there = os.stat(psutil.Process(pid).cwd())
+    except (OSError, ValueError):
+        return None
+    except Exception:  # psutil's errors: another user's process, gone meanwhile
+        return None
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
     """Python running Lynx's own detached start (``-c '…lynx.cli…' start … --detached``) or the
     original Lynx's ``schedular.py``."""
     if len(cmdline) >= 3 and cmdline[1] == "-c":
-        # Earlier versions booted without waiting for their record; their boot ends the same way.
-        return cmdline[2].endswith(_BOOT_TAIL) and "--detached" in cmdline[3:]
+        return is_boot(cmdline)
     if len(cmdline) < 2 or _PYTHON.fullmatch(os.path.basename(cmdline[0])) is None:
         return False
     words = list(cmdline[1:])
@@ -213,6 +231,18 @@ def is_lynx_scheduler(cmdline: Sequence[str]) -> bool:
         # Interpreter options before the script (python -u schedular.py); -X and -W take a value.
         words = words[2:] if words[0] in ("-X", "-W") else words[1:]
     return bool(words) and os.path.basename(words[0]) in _ORIGINAL_SCRIPTS
+
+
+def user_command(entry: SchedulerEntry) -> str:
+    """The command line the user typed to start it; for records without it, the scheduler's own, shortened."""
+    import shlex
+
+    if entry.command_line:
+        return shlex.join(entry.command_line)
+    if len(entry.cmdline) > 3 and entry.cmdline[1] == "-c" and is_lynx_scheduler(entry.cmdline):
+        # Lynx's boot: what follows the boot code are lynx's own arguments.
+        return shlex.join(["lynx", *entry.cmdline[3:]])
+    return shlex.join(entry.cmdline)
 
 
 def not_signallable(entry: SchedulerEntry, process: Any) -> str | None:
@@ -248,12 +278,18 @@ def start_detached(
     config_file: str,
     log_file: str | None,
     schedule: str | None,
-) -> SchedulerEntry:
+    options: dict[str, Any] | None = None,
+    command_line: Sequence[str] | None = None,
+) -> tuple[SchedulerEntry, Any]:
     """Start ``lynx <arguments>`` as a detached process named ``name`` and record it.
 
     It runs with the interpreter running now, in its own session, with no terminal on its
     standard streams, so closing the terminal does not end it. It waits for its record to be
-    written; if that fails it is ended before it has run anything.
+    written; if that fails it is ended before it has run anything. Its standard output and error
+    stay a pipe to this process until it is ready (see :func:`lynx.boot.wait_until_ready`).
+
+    Returns:
+        The record, and the started process (a Popen).
 
     Raises:
         LynxError: a scheduler of that name still runs here, or the record cannot be written.
@@ -265,7 +301,7 @@ def start_detached(
         if problem is not None:
             raise LynxError(problem)
         for entry in registered(directory, on_error=lambda message: None):
-            if liveness(entry)[0] not in (Liveness.ALIVE, Liveness.UNKNOWN):
+            if liveness(entry, directory)[0] not in (Liveness.ALIVE, Liveness.UNKNOWN):
                 continue
             if is_legacy(entry):
                 raise LynxError(
@@ -277,21 +313,30 @@ def start_detached(
                     f"a background Lynx named '{name}' is already running here (PID {entry.pid}); "
                     f"stop it with 'lynx stop {name}', or start this one with another --name"
                 )
-        root = str(Path(__file__).resolve().parent.parent)
         popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOT_HEAD + repr(root) + _BOOT_TAIL, *arguments],
+            boot_command(arguments),
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             cwd=directory,
             start_new_session=True,
         )
         assert popen.stdin is not None
         written: Path | None = None
         try:
-            entry = _describe(popen.pid, name, config_file=config_file, log_file=log_file, schedule=schedule)
+            entry = _describe(
+                popen.pid,
+                name,
+                config_file=config_file,
+                log_file=log_file,
+                schedule=schedule,
+                directory=state.identity(directory),
+                options=options,
+                command_line=tuple(command_line) if command_line is not None else None,
+            )
             written = state.write_entry(entry, directory)
             write_pid_file(directory, entry)
+            state.remove_tombstone(directory, name)
             popen.stdin.write(b"go")
             popen.stdin.close()
         except BaseException as error:
@@ -306,7 +351,18 @@ def start_detached(
                     "it was ended before it ran anything"
                 ) from None
             raise
-    return replace(entry, path=written)
+    return replace(entry, path=written), popen
+
+
+def unstarted(directory: Path, entry: SchedulerEntry) -> None:
+    """Remove the record of a scheduler that ended before it was ready (it ran nothing)."""
+    with directory_lock(directory), contextlib.suppress(OSError, LynxError):
+        current = state.read_entry(state.entry_path(directory, entry.name))
+        if current.pid == entry.pid and current.cmdline == entry.cmdline:
+            state.remove_entry(current)
+            mirrored = read_pid_file(directory / PID_FILE)
+            if mirrored is not None and _same_record(mirrored, entry):
+                (directory / PID_FILE).unlink()
 
 
 def _describe(pid: int, name: str, **fields: Any) -> SchedulerEntry:
@@ -334,8 +390,13 @@ def _describe(pid: int, name: str, **fields: Any) -> SchedulerEntry:
         raise OSError(f"the new process cannot be described: {error}") from None
 
 
-def forget(directory: Path, entry: SchedulerEntry) -> None:
+def forget(directory: Path, entry: SchedulerEntry, *, stopped: bool = True) -> None:
     """Remove ``entry``'s record; ``.lynx_pid.json`` then describes the newest scheduler left, if any.
+
+    Args:
+        stopped: leave a tombstone (``.lynx/stopped/NAME.json``): it was stopped on purpose, and
+            ``lynx logs NAME`` still finds its log. Not for records that describe no scheduler of
+            this directory.
 
     Raises:
         LynxError: a record cannot be removed or rewritten (a read-only directory).
@@ -345,6 +406,8 @@ def forget(directory: Path, entry: SchedulerEntry) -> None:
             with contextlib.suppress(FileNotFoundError):
                 (directory / PID_FILE).unlink()
             return
+        if stopped:
+            state.write_tombstone(replace(entry, elsewhere=None), directory)
         state.remove_entry(entry)
         try:
             mirrored = read_pid_file(directory / PID_FILE)
@@ -353,7 +416,7 @@ def forget(directory: Path, entry: SchedulerEntry) -> None:
         if mirrored is None or not _same_record(mirrored, entry):
             return
         entries = state.read_entries(directory, on_error=lambda message: None)
-        left = [each for each in entries if liveness(each)[0] is Liveness.ALIVE]
+        left = [each for each in entries if liveness(each, directory)[0] is Liveness.ALIVE]
         if left:
             write_pid_file(directory, max(left, key=lambda each: (each.started_at or "", each.start_ticks or 0)))
         else:

@@ -6,7 +6,11 @@ skip lines that do not parse. Past ``max_bytes`` the file is renamed to ``runs.j
 previous one is dropped), so the history takes at most twice that on disk.
 
 Reading starts at the end of the file and goes backwards a block at a time: the newest runs
-come first and cost the same whatever the file's length.
+come first and cost the same whatever the file's length. A line that parses but is no run
+(a wrong type, a NaN, a nest a thousand deep) is skipped like one that does not parse.
+
+The files are opened as :mod:`lynx.statefiles` says: never through a link, only regular files,
+with the umask's modes, and not at all in a ``.lynx/`` someone else controls.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from lynx.records import shown_words
+from lynx.statefiles import STATE_DIR, check_owner, open_regular
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -23,22 +28,24 @@ if TYPE_CHECKING:
     from lynx.outcome import RunResult, StepRecord
     from lynx.records import Step
 
-STATE_DIR = ".lynx"
 HISTORY_FILE = "runs.jsonl"
 MAX_BYTES = 8 * 1024 * 1024
 MAX_BYTES_VARIABLE = "LYNX_HISTORY_MAX_BYTES"
 READ_BLOCK = 64 * 1024
+# No run Lynx writes comes near this (a step's whole argv is at most a few MiB): longer is damage.
+MAX_LINE = 4 * 1024 * 1024
 
 
 def history_path(directory: str) -> str:
-    return os.path.join(directory, STATE_DIR, HISTORY_FILE)
+    return os.path.normpath(os.path.join(directory, STATE_DIR, HISTORY_FILE))
 
 
 class HistoryRecorder:
     """A run reporter that appends each finished run to the history of ``directory``.
 
     Args:
-        directory: where ``.lynx/`` is (the directory Lynx was started from).
+        directory: where ``.lynx/`` is (the directory Lynx was started from); ``"."`` follows the
+            working directory when the project folder is renamed while Lynx runs.
         config_file: the config the runs come from.
         name: the background scheduler's name, None in the foreground.
         max_bytes: the size past which the file is rotated.
@@ -130,20 +137,26 @@ def recorder_for(
 
 
 def append_line(path: str, line: bytes, max_bytes: int = MAX_BYTES) -> None:
-    """Append ``line`` with one write, first rotating the file when the line would take it past ``max_bytes``."""
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    """Append ``line`` with one write, first rotating the file when the line would take it past ``max_bytes``.
+
+    Raises:
+        OSError: it cannot (a StateFileError, saying why, for a link, a FIFO or someone else's ``.lynx/``).
+    """
+    state = os.path.dirname(path)
+    check_owner(os.path.dirname(state) or ".")
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
     try:
-        fd = os.open(path, flags, 0o644)
+        fd = open_regular(path, flags)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, flags, 0o644)
+        os.makedirs(state, exist_ok=True)
+        fd = open_regular(path, flags)
     try:
         size = os.fstat(fd).st_size
         if max_bytes > 0 and size and size + len(line) > max_bytes:
             _rotate(path, fd, len(line), max_bytes)
             full, fd = fd, -1
             os.close(full)
-            fd = os.open(path, flags, 0o644)
+            fd = open_regular(path, flags)
         elif size and os.pread(fd, 1, size - 1) != b"\n":
             # A line left unfinished (a full disk) must not swallow this one.
             line = b"\n" + line
@@ -180,7 +193,7 @@ def read_runs(
     accept: Callable[[dict[str, Any]], bool] | None = None,
     run_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The recorded runs, newest first.
+    """The recorded runs, newest first; lines that are no run are skipped.
 
     Args:
         directory: where ``.lynx/`` is.
@@ -188,9 +201,13 @@ def read_runs(
         name: only the runs of this scheduler, or foreground runs of a config file of this name.
         accept: only the runs it accepts (reading stops once ``limit`` of them are found).
         run_id: only the runs whose id starts with this (blocks of the file without it are passed over).
-    """
-    import json
 
+    Raises:
+        OSError: the history cannot be read (a StateFileError for someone else's ``.lynx/``, a link, a FIFO).
+    """
+    from lynx.schema import parse_json, run_problem
+
+    check_owner(directory)
     path = history_path(directory)
     needle = name.encode("utf-8") if name is not None and _plain(name) else None
     if run_id is not None and _plain(run_id):
@@ -200,10 +217,10 @@ def read_runs(
     for file in (path, path + ".1"):
         for line in _lines_backwards(file, needle):
             try:
-                run = json.loads(line)
+                run = parse_json(line)
             except ValueError:
                 continue  # the unfinished line of a killed Lynx, or a damaged one
-            if not isinstance(run, dict) or (name is not None and run_name(run) != name):
+            if run_problem(run) is not None or (name is not None and run_name(run) != name):
                 continue
             if accept is not None and not accept(run):
                 continue
@@ -226,29 +243,40 @@ def run_name(run: dict[str, Any]) -> str:
 
 def _lines_backwards(path: str, needle: bytes | None = None) -> Iterator[bytes]:
     """The file's non-empty lines (holding ``needle``, if given), last first, read a block at a time
-    from the end; a block without the needle is passed over whole."""
+    from the end; a block without the needle is passed over whole, and so is a line longer than
+    MAX_LINE (held in memory no further)."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
+        handle = os.fdopen(open_regular(path, os.O_RDONLY), "rb")
     except FileNotFoundError:
         return
     with handle:
         position = handle.seek(0, os.SEEK_END)
         rest = b""
+        overlong = False
         while position > 0:
             step = min(READ_BLOCK, position)
             position -= step
             handle.seek(position)
-            block = handle.read(step) + rest
+            block = handle.read(step)
+            if overlong:
+                # Within a line too long to be a run: passed over up to the newline before it.
+                cut = block.rfind(b"\n")
+                if cut < 0:
+                    continue
+                overlong, block = False, block[: cut + 1]
+            block += rest
             if needle is not None and needle not in block:
                 # The lines after the first are all in it: none of them holds the needle.
                 cut = block.find(b"\n")
                 rest = block if cut < 0 else block[:cut]
-                continue
-            lines = block.split(b"\n")
-            rest = lines[0]
-            for line in reversed(lines[1:]):
-                if line.strip() and (needle is None or needle in line):
-                    yield line
+            else:
+                lines = block.split(b"\n")
+                rest = lines[0]
+                for line in reversed(lines[1:]):
+                    if line.strip() and (needle is None or needle in line):
+                        yield line
+            if len(rest) > MAX_LINE:
+                rest, overlong = b"", True
         if rest.strip() and (needle is None or needle in rest):
             yield rest
 

@@ -227,7 +227,11 @@ def _log_file_handler(path: str, max_bytes: int, backup_count: int) -> logging.H
             self._lock_current_file()
             old.close()
 
-    return LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count)
+    handler = LogFileHandler(path, mode="a", maxBytes=max_bytes, backupCount=backup_count)
+    # logging makes the name absolute; a relative one (Lynx never changes its directory) keeps
+    # naming the file in the project folder when the folder is renamed, also when it rotates.
+    handler.baseFilename = os.fspath(path)
+    return handler
 
 
 def _rename(source: str, target: str) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -144,12 +145,16 @@ def _kill_recorded_lynx(tmp_path: Path) -> None:
     """Kill the schedulers recorded in ``.lynx_pid.json`` and ``.lynx/schedulers/``, with their trees."""
     for record_file in [tmp_path / ".lynx_pid.json", *sorted((tmp_path / ".lynx" / "schedulers").glob("*.json"))]:
         try:
+            # Tests plant FIFOs, devices and huge files as records: read only a small regular file.
+            status = record_file.lstat()
+            if not stat.S_ISREG(status.st_mode) or status.st_size > 1024 * 1024:
+                continue
             record = json.loads(record_file.read_text())
             process = psutil.Process(int(record["pid"]))
             if process.cmdline() != record["cmdline"]:  # not the recorded process (tests fake create times)
                 continue
             tree = [process, *process.children(recursive=True)]
-        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, psutil.Error):
             continue
         for each in tree:
             with contextlib.suppress(psutil.Error):

@@ -692,13 +692,23 @@ def test_bad_scheduler_names_are_usage_errors(workdir: Path, args: list[str], me
     assert not (workdir / PID_FILE).exists()
 
 
-def test_a_config_file_name_that_is_no_valid_name_needs_name(workdir: Path) -> None:
+@pytest.mark.parametrize("config_name", ["my config.yaml", "conf/my run.yaml", "conf/ünï.yaml"])
+def test_a_config_file_name_that_is_no_valid_name_needs_name(workdir: Path, config_name: str) -> None:
+    """Issue 14 #15: the message says which letters, and how to name the scheduler instead."""
     marker_step(workdir, "step.py")
-    config = write_config(workdir, "steps:\n  - script: step.py\n", name="my config.yaml")
+    (workdir / "conf").mkdir()
+    config = write_config(workdir, "steps:\n  - script: step.py\n", name=config_name)
     result = run_lynx("start", "-bg", "-cf", str(config), "-lf", "x.log", cwd=workdir)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "the config file's name 'my config' is not valid" in result.stderr
+    assert_one_error_line(result)
+    stem = Path(config_name).stem
+    assert f"the config file's name '{stem}' is not valid: use ASCII letters" in result.stderr
+    assert "name the scheduler with --name NAME" in result.stderr
     assert schedulers_in(workdir) == []
+    assert not (workdir / "x.log").exists()
+    named = run_lynx("start", "-bg", "-cf", str(config), "-lf", "x.log", "--name", "fine", cwd=workdir)
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
 
 
 def test_two_named_schedulers_stopped_by_name_and_with_all(workdir: Path) -> None:
@@ -984,3 +994,227 @@ def test_schedulers_of_earlier_versions_are_still_recognised_and_stopped(workdir
         if scheduler.poll() is None:
             scheduler.kill()
             scheduler.wait()
+
+
+# --- issue 14: the background scheduler, hardened (second round) ----------------------------------
+
+
+PLANTED = ("json", "logging", "yaml", "click", "psutil", "apscheduler", "site", "encodings")
+
+
+def plant_modules(directory: Path) -> Path:
+    """Modules in ``directory`` named like what Lynx imports; each leaves a mark and exits if imported."""
+    marks = directory / "planted"
+    marks.mkdir()
+    for module in PLANTED:
+        (directory / f"{module}.py").write_text(
+            f"open({str(marks / module)!r}, 'w').close()\nraise SystemExit(3)\n", encoding="utf-8"
+        )
+    return marks
+
+
+def test_the_background_scheduler_imports_nothing_from_its_directory(workdir: Path) -> None:
+    """Issue 14 #1: 'python -c' puts the working directory first on sys.path; the boot must not import from it."""
+    marks = plant_modules(workdir)
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    started = start_background(workdir, config, "-lf", "x.log")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for(lambda: completed_runs(workdir) >= 2, timeout=30)
+    assert list(marks.iterdir()) == []
+    assert [each.pid for each in schedulers_in(workdir)] == [read_record(workdir)["pid"]]
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
+    assert list(marks.iterdir()) == []
+
+
+def interpreters() -> list[str]:
+    """This Python, and the Pythons 3.9 to 3.13 of pyenv where they are installed."""
+    found = [sys.executable]
+    for version in ("3.9", "3.10", "3.11", "3.12", "3.13"):
+        for python in sorted(Path("/root/.pyenv/versions").glob(f"{version}.*/bin/python{version}")):
+            found.append(str(python))
+            break
+    return found
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_the_boot_takes_the_working_directory_off_the_path_on_every_python(tmp_path: Path, python: str) -> None:
+    """Issue 14 #1 on each Python: the boot's own code, run with a stand-in Lynx that reports what it imported."""
+    from lynx.boot import boot_command
+
+    project = tmp_path / "project"
+    project.mkdir()
+    marks = plant_modules(project)
+    root = tmp_path / "checkout"
+    (root / "lynx").mkdir(parents=True)
+    (root / "lynx" / "__init__.py").write_text("")
+    (root / "lynx" / "cli.py").write_text(
+        "import json, logging, sys\n"
+        "def main():\n"
+        "    print(json.dumps({'json': json.__file__, 'logging': logging.__file__, 'path': sys.path,"
+        " 'argv': sys.argv[1:]}))\n"
+    )
+    command = boot_command(["start", "--detached"], python=python, root=str(root))
+    env = {key: value for key, value in clean_env().items() if not key.startswith("PYTHON")}
+    boot = subprocess.run(command, cwd=project, input=b"go", capture_output=True, env=env, timeout=60)
+    assert boot.returncode == 0, boot.stderr.decode(errors="replace")
+    said = json.loads(boot.stdout)
+    assert list(marks.iterdir()) == []
+    assert said["argv"] == ["start", "--detached"]
+    assert said["path"][0] == str(root)
+    assert "" not in said["path"] and str(project) not in said["path"] and "." not in said["path"]
+    for module in ("json", "logging"):
+        assert not said[module].startswith(str(project)), said
+
+
+def test_a_background_start_that_cannot_schedule_says_so_before_it_detaches(workdir: Path) -> None:
+    """Issue 14 #2: a TZ whose local zone cannot be told: -bg fails like -ni and validate (exit 2), starts nothing."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    env = clean_env(TZ="CET-1CEST,M3.5.0,M10.5.0/3")
+    once = run_lynx("start", "-ni", "-cf", str(config), cwd=workdir, env=env)
+    checked = run_lynx("validate", "-cf", str(config), cwd=workdir, env=env)
+    background = run_lynx("start", "-bg", "-cf", str(config), "-lf", "x.log", cwd=workdir, env=env)
+    assert once.returncode == checked.returncode == background.returncode == 2, background.stdout + background.stderr
+    assert_one_error_line(background)
+    assert "Error: cron: the local time zone cannot be told" in background.stderr
+    assert background.stderr == once.stderr == checked.stderr
+    assert "running in the background" not in background.stdout
+    assert schedulers_in(workdir) == []
+    assert not (workdir / "x.log").exists()
+    assert not (workdir / PID_FILE).exists()
+    assert not list((workdir / ".lynx" / "schedulers").glob("*.json"))
+
+
+def fake_slurm(directory: Path, pings_answered: int) -> dict[str, str]:
+    """srun, squeue, scancel and scontrol on PATH; 'scontrol ping' answers only the first ``pings_answered`` times."""
+    bin_dir = directory / "fake-bin"
+    bin_dir.mkdir()
+    count = directory / "pings"
+    for command in ("srun", "squeue", "scancel"):
+        (bin_dir / command).write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {str(count)!r}\n"
+        f"if [ $(wc -l < {str(count)!r}) -le {pings_answered} ]; then\n"
+        "  echo 'Slurmctld(primary) at lynx1 is UP'; exit 0\n"
+        "fi\n"
+        "echo 'Slurmctld(primary) at lynx1 is DOWN'; exit 1\n"
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_check_that_fails_only_in_the_detached_scheduler_reaches_the_user(workdir: Path) -> None:
+    """Issue 14 #2: whatever the detached scheduler finds before it is ready is lynx start -bg's own
+    Error line and exit code; its record is removed, nothing runs (here: the SLURM controller went away)."""
+    marker_step(workdir, "step.py")
+    config = write_config(workdir, "cron:\n  second: '*/2'\nsteps:\n  - script: step.py\n    slurm: {}\n")
+    env = fake_slurm(workdir, pings_answered=1)  # the launcher's check passes, the scheduler's does not
+    result = run_lynx("start", "-bg", "-cf", str(config), "-lf", "x.log", cwd=workdir, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert_one_error_line(result)
+    assert "the SLURM controller does not answer (scontrol ping: Slurmctld(primary) at lynx1 is DOWN)" in result.stderr
+    assert "running in the background" not in result.stdout
+    assert len((workdir / "pings").read_text().splitlines()) == 2
+    assert schedulers_in(workdir) == []
+    assert not (workdir / PID_FILE).exists()
+    assert not list((workdir / ".lynx" / "schedulers").glob("*.json"))
+    assert ran(workdir) == []
+    status = run_lynx("status", cwd=workdir)
+    assert status.returncode == 1 and "No background Lynx is recorded here" in status.stdout
+
+
+def test_a_refused_background_start_leaves_no_log_file(workdir: Path) -> None:
+    """Issue 14 #15: a start refused because its name runs already creates no -lf file."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log").returncode == 0
+    again = start_background(workdir, config, "-lf", "other.log")
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "already running here" in again.stderr
+    assert not (workdir / "other.log").exists()
+    assert run_lynx("stop", "-y", cwd=workdir, timeout=40).returncode == 0
+
+
+def test_stop_shows_the_command_line_the_user_typed(workdir: Path) -> None:
+    """Issue 14 #15: not the ~450-character boot command."""
+    marker_step(workdir, "step.py")
+    config = schedule_config(workdir, "step.py")
+    assert start_background(workdir, config, "-lf", "x.log", "--name", "nightly", "-kr").returncode == 0
+    result = run_lynx("stop", cwd=workdir, input="y\n", timeout=40)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"  command: lynx start -bg -cf {config} -lf x.log --name nightly -kr\n" in result.stdout
+    assert "import os" not in result.stdout and "--detached" not in result.stdout
+
+
+def copy_folder(source: Path, target: Path) -> None:
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+
+
+def test_a_copied_project_folder_does_not_take_the_originals_scheduler_for_its_own(workdir: Path) -> None:
+    """Issue 14 #3: after 'cp -a' the copy's records describe the original's scheduler: status leaves it out,
+    a start there is not refused, and 'lynx stop' there signals nothing."""
+    original, copy = workdir / "original", workdir / "copy"
+    original.mkdir()
+    marker_step(original, "step.py")
+    write_config(original, "cron:\n  second: '*/2'\nsteps:\n  - script: step.py\n")
+    assert run_lynx("start", "-bg", "-cf", "config.yaml", "-lf", "x.log", cwd=original).returncode == 0
+    record = read_record(original)
+    scheduler = psutil.Process(record["pid"])
+    copy_folder(original, copy)
+
+    status = run_lynx("status", "--json", cwd=copy)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert json.loads(status.stdout) == []
+    assert f"describes a background Lynx of {original}, not of this directory" in status.stderr
+    started = run_lynx("start", "-bg", "-cf", "config.yaml", "-lf", "x.log", cwd=copy)
+    assert started.returncode == 0, started.stdout + started.stderr
+    own = read_record(copy)
+    assert own["pid"] != record["pid"]
+    stopped = run_lynx("stop", "-y", cwd=copy, timeout=40)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"Stopped the background Lynx 'config' (PID {own['pid']})" in stopped.stdout
+    assert scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE
+    assert run_lynx("status", cwd=original).returncode == 0
+
+    # A second copy, stopped without starting anything there: the copied record goes, the original runs on.
+    second = workdir / "second"
+    copy_folder(original, second)
+    result = run_lynx("stop", "-y", cwd=second, timeout=40)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "it was not signalled; removed the record here" in result.stdout
+    assert scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE
+    assert not (second / ".lynx" / "schedulers" / "config.json").exists()
+    assert run_lynx("stop", "-y", cwd=original, timeout=40).returncode == 0
+    assert is_gone(scheduler.pid, record["create_time"])
+
+
+def test_a_record_naming_this_directory_but_describing_a_scheduler_elsewhere_is_not_acted_on(workdir: Path) -> None:
+    """Issue 14 #3: a record copied in with this directory's identity forged: the process works elsewhere."""
+    home, other = workdir / "home", workdir / "other"
+    home.mkdir()
+    other.mkdir()
+    marker_step(home, "step.py")
+    write_config(home, "cron:\n  second: '*/2'\nsteps:\n  - script: step.py\n")
+    assert run_lynx("start", "-bg", "-cf", "config.yaml", "-lf", "x.log", cwd=home).returncode == 0
+    entry = json.loads(entry_file(home).read_text())
+    here = os.stat(other)
+    entry["directory"] = {"path": str(other), "device": here.st_dev, "inode": here.st_ino}
+    entry_file(other).parent.mkdir(parents=True)
+    entry_file(other).write_text(json.dumps(entry))
+    scheduler = psutil.Process(entry["pid"])
+
+    status = run_lynx("status", "--json", cwd=other)
+    assert status.returncode == 1 and json.loads(status.stdout) == [], status.stdout + status.stderr
+    twin = run_lynx("start", "-bg", "-cf", str(home / "config.yaml"), cwd=other)
+    assert twin.returncode == 0, twin.stdout + twin.stderr
+    assert "running in the background as 'config'" in twin.stdout
+    assert run_lynx("stop", "-y", cwd=other, timeout=40).returncode == 0
+    entry_file(other).write_text(json.dumps(entry))
+    result = run_lynx("stop", "-y", cwd=other, timeout=40)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Terminating process" not in result.stdout
+    assert scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE
+    assert run_lynx("stop", "-y", cwd=home, timeout=40).returncode == 0

@@ -379,6 +379,30 @@ def test_history_reads_a_long_file_from_its_end(tmp_path: Path) -> None:
     assert "config (foreground)" in run_lynx("history", cwd=tmp_path).stdout
 
 
+def test_a_history_with_gigabytes_without_a_line_break_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 14 #4: a 'line' of 2 GiB (a sparse run of NULs) between two runs is skipped, not held in memory."""
+    two_step_config(tmp_path, 0)
+    for _ in range(2):
+        assert run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path).returncode == 0
+    path = tmp_path / HISTORY
+    first, second = path.read_bytes().splitlines(keepends=True)
+    with path.open("wb") as handle:
+        handle.write(first)
+        handle.truncate(len(first) + 2 * 1024**3)
+        handle.seek(0, os.SEEK_END)
+        handle.write(b"\n" + second)
+
+    for name in ([], ["--name", "config"]):
+        command = [*lynx_command(), "history", "--json", "-n", "0", *name]
+        measured = subprocess.run(
+            ["prlimit", "--as=1073741824", "--", *command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert measured.returncode == 0, measured.stderr
+        assert [run["run_id"] for run in json.loads(measured.stdout)] == [
+            json.loads(line)["run_id"] for line in (second, first)
+        ]
+
+
 def test_history_name_finds_a_schedulers_runs_among_many_others(tmp_path: Path) -> None:
     """--name looks for its runs block by block; a run across a block boundary is found too."""
     two_step_config(tmp_path, 0, "alpha.yaml")
@@ -479,21 +503,48 @@ def test_retries_timeouts_and_continue_on_error_reach_the_summary_and_the_histor
     assert "Step 2 (hang) " in run_lynx("history", cwd=tmp_path).stdout
 
 
-def test_lines_that_are_json_but_not_runs_are_shown_as_best_it_can_or_skipped(tmp_path: Path) -> None:
+def test_lines_that_parse_but_are_no_runs_are_skipped(tmp_path: Path) -> None:
+    """Issue 14 #6: a line that is JSON but no run (a wrong type, a nest 100,000 deep, a number too large
+    for a float, NaN) is skipped like one that does not parse: no RecursionError, OverflowError or ValueError."""
     two_step_config(tmp_path, 0)
     assert run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path).returncode == 0
     path = tmp_path / HISTORY
+    (real,) = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     odd = ["[1, 2]", '"text"', "{}", '{"steps": 5, "started_at": 3, "duration_s": "x"}']
-    odd += ['{"steps": [1, {}]}', "\x00\xff"]
+    odd += ['{"steps": [1, {}]}', "\x00\xff", "[" * 100_000, "{" * 50_000]
+    for key, value in [("duration_s", "1e400"), ("duration_s", "NaN"), ("duration_s", "-Infinity")]:
+        odd.append(json.dumps({**real, "run_id": "odd"}).replace(f'"{key}": {real[key]}', f'"{key}": {value}', 1))
+    odd.append(json.dumps({**real, "run_id": "odd", "started_at": "yesterday"}))
+    odd.append(json.dumps({**real, "run_id": "odd", "result": None}))
+    odd.append(json.dumps({**real, "run_id": "odd", "steps": [{**real["steps"][0], "duration_s": -1}]}))
+    odd.append(json.dumps({**real, "run_id": "odd", "steps": [{**real["steps"][0], "argv": [1]}]}))
+    odd.append(json.dumps({**real, "run_id": "odd", "failed_step": "2"}))
+    odd.append(json.dumps({**real, "run_id": "odd", "config_file": ["a"]}))
+    odd.append(json.dumps({**real, "run_id": "odd", "name": 5}))
     with path.open("a", encoding="utf-8") as history:
         history.write("\n".join(odd) + "\n")
+    assert sum(line.count("1e400") + line.count("NaN") + line.count("Infinity") for line in odd) == 3
 
-    result = run_lynx("history", "-n", "0", cwd=tmp_path)
+    for name in ([], ["--name", "config"]):
+        result = run_lynx("history", "-n", "0", *name, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stdout.count("config (foreground)  ok") == 1, result.stdout
+        assert [run["run_id"] for run in history_json(tmp_path, "-n", "0", *name)] == [real["run_id"]]
 
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stdout.count("config (foreground)  ok") == 1
-    assert len(history_json(tmp_path, "-n", "0")) == 4  # the real run and the three mappings
+
+def test_a_run_from_a_later_lynx_with_keys_this_one_does_not_know_is_shown(tmp_path: Path) -> None:
+    two_step_config(tmp_path, 0)
+    assert run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path).returncode == 0
+    path = tmp_path / HISTORY
+    real = json.loads(path.read_text(encoding="utf-8"))
+    later = {**real, "run_id": "later", "result": "lost", "last_alive_at": real["ended_at"], "notified": ["x"]}
+    later["steps"] = [{**real["steps"][0], "signal": "SIGKILL"}]
+    with path.open("a", encoding="utf-8") as history:
+        history.write(json.dumps(later) + "\n")
+
+    assert [run["run_id"] for run in history_json(tmp_path)] == ["later", real["run_id"]]
+    assert "config (foreground)  lost" in run_lynx("history", cwd=tmp_path).stdout
 
 
 def test_runs_finishing_together_never_mix_their_lines_also_while_rotating(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ from typing import Any, BinaryIO, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import load_pipeline
-from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LynxError, Terminated
+from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
 from lynx.process import StepGuard, supervise_steps
-from lynx.records import Pipeline
+from lynx.records import Pipeline, Selection
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 from lynx.selection import select_steps
 
@@ -34,6 +34,8 @@ class StartOptions:
     detached: bool = False
     # The background scheduler's name (default: the config file's name without extension).
     name: str | None = None
+    # The command line as typed after 'lynx' (kept in a background scheduler's record, shown by 'lynx stop').
+    command_line: tuple[str, ...] = ()
     # The steps to run (--from, --until, --only: numbers or names) and KEY=VALUE changes to the config.
     from_: str | None = None
     until: str | None = None
@@ -63,6 +65,8 @@ def start(
     """Run ``lynx start`` and return its exit code."""
     if options.name is not None and not (options.background or options.detached):
         raise ConfigError("--name names a background scheduler: use it with --background")
+    if options.detached:
+        return _run_detached(options, stdin=stdin, stdout=stdout, environ=environ)
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
     pipeline = load_pipeline(config_file, overrides=options.overrides)
     selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
@@ -71,10 +75,15 @@ def start(
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
     if options.log_file:
         _check_log_file(options.log_file, pipeline)
+    color = color_wanted(stdout, dict(environ))
+    log_file = _setup_logging(options, screen=stdout, color=color)
+    return _run(
+        options, pipeline, log_file, screen=stdout, color=color, stdin=stdin, environ=environ, selection=selection
+    )[0]
 
-    screen = None if options.detached else stdout
-    color = screen is not None and color_wanted(screen, dict(environ))
-    log_file = setup_logging(
+
+def _setup_logging(options: StartOptions, *, screen: TextIO | None, color: bool) -> Any:
+    return setup_logging(
         level=getattr(logging, options.log_level),
         color=color,
         screen=screen,
@@ -82,11 +91,33 @@ def start(
         log_size=options.log_size,
         backup_count=options.log_backup_count,
     )
+
+
+def _run(
+    options: StartOptions,
+    pipeline: Pipeline,
+    log_file: Any,
+    *,
+    screen: TextIO | None,
+    color: bool,
+    stdin: TextIO,
+    environ: Mapping[str, str],
+    entry: Any = None,
+    selection: Selection | None = None,
+) -> tuple[int, str | None]:
+    """Run the pipeline once or on its schedule, logging is set up.
+
+    Returns:
+        The exit code, and how it ended by itself ('done', 'run_failed', 'schedule_ended', 'error';
+        None: stopped by a signal or Ctrl+C).
+    """
+    stdout = screen if screen is not None else sys.stdout
     output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
     name = (options.name or pipeline.name) if options.detached else None
     request = {"selection": selection.as_record()} if selection is not None else {}
     request.update(options.request)
-    history = recorder_for(os.getcwd(), pipeline.source, name, environ, request)
+    # Relative: the history follows the working directory if the project folder is renamed.
+    history = recorder_for(".", pipeline.source, name, environ, request)
     notifier = _notifier(pipeline, history, options.log_file, environ)
     if notifier is not None:
         log_file = notifier.output_sink(log_file)  # the step output, and on to the log file
@@ -103,8 +134,6 @@ def start(
         f"Lynx {__version__} started: PID {os.getpid()}, config {os.path.abspath(pipeline.source)}, mode {mode}.",
         extra={"file_only": True},
     )
-    # Only a detached scheduler keeps an entry for 'lynx status'; a foreground run does not pay for it.
-    entry = _entry_reporter(options.name, pipeline) if options.detached and options.name else None
     if pipeline.schedule is not None and interactive and options.retry_of is None:
         log.info("The config has a cron section; interactive mode runs the pipeline once (use -ni to schedule it).")
 
@@ -141,16 +170,69 @@ def start(
             result = run_once()
     except KeyboardInterrupt:
         log.warning("Lynx was interrupted (Ctrl+C) and has stopped.")
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     except Terminated as terminated:
         log.warning(f"Lynx received {signal.Signals(terminated.signum).name} and has stopped.")
-        return terminated.exit_code
+        return terminated.exit_code, None
     finally:
         if notifier is not None:
             notifier.wait()  # within each channel's timeout; the history line is written already
     if scheduled:
         log.info("The schedule has ended.")
-    return EXIT_OK if result.ok else EXIT_FAILED
+    code = EXIT_OK if result.ok else EXIT_FAILED
+    if not scheduled:
+        return code, "done" if result.ok else "run_failed"
+    if result.interrupted and result.run_id is None:
+        return code, "error"  # the schedule's job met a bug; its traceback is in the log
+    return code, "run_failed" if not result.ok and not options.keep_running else "schedule_ended"
+
+
+def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]) -> int:
+    """The background scheduler: check everything ``-ni`` checks, say it is ready, then run.
+
+    What fails before it is ready reaches ``lynx start -bg``, which shows it and removes the
+    record: nothing started. What fails later goes to its log file (when it has one that could be
+    opened) and to its record, so that ``lynx status`` shows why it ended.
+    """
+    from lynx.boot import announce_ready
+
+    entry = _entry_reporter(options.name)
+    pipeline = load_pipeline(options.config_file, overrides=options.overrides)
+    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
+    check_launchers(pipeline, environ=environ)
+    if pipeline.schedule is not None:
+        _check_trigger(pipeline.schedule)
+        if entry is not None:
+            entry.next_fire = _next_fire(pipeline.schedule)
+    # Before the log file is opened: a FIFO as the log waits for a reader, who may come only
+    # once 'lynx start -bg' has returned.
+    announce_ready()
+    try:
+        log_file = _setup_logging(options, screen=None, color=False)
+        code, ending = _run(
+            options,
+            pipeline,
+            log_file,
+            screen=None,
+            color=False,
+            stdin=stdin,
+            environ=environ,
+            entry=entry,
+            selection=selection,
+        )
+    except LynxError as error:
+        get_logger().error(f"Error: {error.format_message()}")
+        if entry is not None:
+            entry.ended("error", error.exit_code, f"Error: {error.format_message()}")
+        raise
+    except Exception as error:  # a bug: its traceback in the log, and why it ended in the record
+        get_logger().exception("Lynx ended with an unexpected error.")
+        if entry is not None:
+            entry.ended("error", EXIT_FAILED, f"{type(error).__name__}: {error}")
+        raise
+    if entry is not None and ending is not None:
+        entry.ended(ending, code)
+    return code
 
 
 def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: Mapping[str, str]) -> Any:
@@ -176,28 +258,45 @@ def _last_run(name: str) -> Any:
         return None  # no history to go by: nothing to catch up
 
 
-def _entry_reporter(name: str, pipeline: Pipeline) -> Any:
+def _entry_reporter(name: str | None) -> Any:
     """The reporter that keeps this detached scheduler's ``.lynx/`` entry current, if it has one."""
     from pathlib import Path
 
     from lynx.state import EntryReporter, entry_path, read_entry
 
-    directory = Path.cwd()
+    if name is None:
+        return None
     try:
-        entry = read_entry(entry_path(directory, name))
+        entry = read_entry(entry_path(Path.cwd(), name))
     except (OSError, LynxError):
         return None
     if entry.pid != os.getpid():
         return None
-    next_fire = None
-    if pipeline.schedule is not None:
-        try:
-            trigger = pipeline.schedule.trigger()
-        except Exception:  # the schedule itself reports what is wrong with it
-            trigger = None
-        if trigger is not None:
-            next_fire = lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))  # noqa: E731
-    return EntryReporter(entry, directory, warn=get_logger().warning, next_fire=next_fire)
+    # Relative: the entry follows the working directory if the project folder is renamed.
+    return EntryReporter(entry, Path("."), warn=get_logger().warning)
+
+
+def _next_fire(schedule: Any) -> Any:
+    """The schedule's next fire time after a given time (None if the trigger cannot be built)."""
+    try:
+        trigger = schedule.trigger()
+    except Exception:  # the schedule itself reports what is wrong with it
+        return None
+    return lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
+
+
+def _check_trigger(schedule: Any) -> None:
+    """The schedule's trigger can be built here (as ``-ni`` and ``validate`` find out).
+
+    Raises:
+        ConfigError: the local time zone cannot be told (a POSIX TZ with DST rules).
+    """
+    from lynx.cron import TimezoneError
+
+    try:
+        schedule.trigger()
+    except TimezoneError as error:
+        raise ConfigError(f"cron: {error}") from None
 
 
 def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
@@ -223,13 +322,16 @@ def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
 def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
     from pathlib import Path
 
-    from lynx.daemon import start_detached
+    from lynx.boot import wait_until_ready
+    from lynx.daemon import start_detached, unstarted
     from lynx.state import check_name
 
     if options.name is not None:
         name = check_name(options.name)
     else:
-        name = check_name(pipeline.name, what="the config file's name")
+        name = check_name(pipeline.name, what="the config file's name", hint="; name the scheduler with --name NAME")
+    if pipeline.schedule is not None:
+        _check_trigger(pipeline.schedule)
     log_file = options.log_file
     if log_file is None:
         # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.
@@ -241,7 +343,10 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
         _check_log_file(log_file, pipeline)
         log_file = os.path.abspath(os.path.expanduser(log_file))
         _check_writable(log_file)
+    directory = Path.cwd()
     config_file = os.path.abspath(pipeline.source)
+    # A log file inside the project folder is named relative to it: it moves with a renamed folder.
+    log_argument = _within(log_file, directory) if log_file is not None else None
     arguments = [
         "start",
         "--config-file", config_file,
@@ -259,44 +364,93 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
             arguments += [option, value]
     for value in options.only:
         arguments += ["--only", value]
-    if log_file is not None:
-        arguments += ["--log-file", log_file]
+    if log_argument is not None:
+        arguments += ["--log-file", log_argument]
     if options.overrides:
         arguments += ["--", *options.overrides]
+    # What 'lynx restore' needs to start it again exactly (paths relative to the folder when inside it).
+    started_with = {
+        "config_file": _within(config_file, directory),
+        "name": name,
+        "log_file": log_argument,
+        "log_level": options.log_level,
+        "log_size": options.log_size,
+        "log_backup_count": options.log_backup_count,
+        "keep_running": options.keep_running,
+        "from": options.from_,
+        "until": options.until,
+        "only": list(options.only),
+        "overrides": list(options.overrides),
+    }
     schedule = pipeline.schedule
-    entry = start_detached(
+    entry, process = start_detached(
         arguments,
-        directory=Path.cwd(),
+        directory=directory,
         name=name,
         config_file=config_file,
         log_file=log_file,
         schedule=_describe_schedule(schedule) if schedule else None,
+        options=started_with,
+        command_line=("lynx", *options.command_line),
     )
+    ready, said = wait_until_ready(process)
+    if ready is False:
+        unstarted(directory, entry)
+        raise _not_started(name, process.returncode, said)
     where = f"logging to {log_file}" if log_file else "its output is discarded"
     stdout.write(
         f"Lynx is running in the background as '{name}' (PID {entry.pid}); {where}. Stop it with 'lynx stop {name}'.\n"
     )
+    if ready is None:
+        stdout.write(f"It has not said it is ready yet: see 'lynx status {name}'.\n")
     stdout.flush()
     return EXIT_OK
 
 
-def _check_writable(log_file: str) -> None:
-    """Find out now, while the user is looking, that the log cannot be written.
+def _within(path: str, directory: Any) -> str:
+    """``path`` relative to ``directory`` when it is inside it, else as it is (absolute)."""
+    relative = os.path.relpath(path, directory)
+    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
-    A regular file (or a new one) is opened for appending; anything else (a FIFO, a terminal) only
-    has its permission checked: opening a FIFO waits for a reader, and closing it again would end
-    that reader's input.
+
+def _not_started(name: str, code: int, said: bytes) -> LynxError:
+    """The error of a scheduler that ended before it was ready: its own ``Error:`` line and exit code."""
+    lines = said.decode("utf-8", "replace").rstrip("\n").splitlines()
+    if lines and lines[-1].startswith("Error: ") and code in (EXIT_FAILED, EXIT_USAGE):
+        for line in lines[:-1]:
+            sys.stderr.write(line + "\n")
+        error = ConfigError(lines[-1][len("Error: ") :]) if code == EXIT_USAGE else LynxError(lines[-1][7:])
+        return error
+    for line in lines:  # a traceback: what the user needs to see why
+        sys.stderr.write(line + "\n")
+    return LynxError(
+        f"the background Lynx '{name}' ended at once (exit code {code}) before it ran anything; nothing was started"
+    )
+
+
+def _check_writable(log_file: str) -> None:
+    """Find out now, while the user is looking, that the log cannot be written, without creating it.
+
+    An existing regular file is opened for appending; a new one is proven possible by a temporary
+    file beside it (a start refused later must not leave an empty log behind). Anything else (a
+    FIFO, a terminal) only has its permission checked: opening a FIFO waits for a reader, and
+    closing it again would end that reader's input.
     """
     import stat
+    import tempfile
 
     try:
-        regular = stat.S_ISREG(os.stat(log_file).st_mode)
+        status: os.stat_result | None = os.stat(log_file)
     except FileNotFoundError:
-        regular = True
+        status = None
     except OSError as error:
         raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
     try:
-        if regular:
+        if status is None:
+            fd, temp = tempfile.mkstemp(prefix=".lynx-check.", dir=os.path.dirname(log_file))
+            os.close(fd)
+            os.unlink(temp)
+        elif stat.S_ISREG(status.st_mode):
             with open(log_file, "a", encoding="utf-8"):
                 pass
         elif not os.access(log_file, os.W_OK):

@@ -12,11 +12,14 @@ from typing import Any, TextIO
 from lynx import daemon
 from lynx.daemon import Liveness
 from lynx.errors import EXIT_FAILED, EXIT_OK
-from lynx.state import SchedulerEntry
+from lynx.state import ENDINGS, SchedulerEntry
 from lynx.summary import format_duration
 
 HINT = "No background Lynx is recorded here; start one with 'lynx start --background'."
 COLUMNS = ("NAME", "PID", "STATE", "UPTIME", "SCHEDULE", "NEXT RUN", "LAST RUN", "CONFIG", "LOG")
+# A waiting scheduler whose next run is this much overdue has not been able to update its entry
+# (a full disk): what it shows is older than it looks.
+STALE_AFTER = 60.0
 
 
 def status(
@@ -34,34 +37,57 @@ def status(
     # A broken record must not hide the others: it is named on stderr and left out.
     entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
     entries = daemon.select(entries, name)
-    rows = [describe(entry, now) for entry in entries]
+    shown, rows = [], []
+    for entry in entries:
+        living = daemon.liveness(entry, directory)[0]
+        if living is Liveness.ELSEWHERE:
+            _warn(stderr, _elsewhere(entry))
+            continue
+        shown.append(entry)
+        rows.append(describe(entry, now, living))
     if as_json:
         stdout.write(json.dumps(rows, indent=2) + "\n")
         if not rows:
             stderr.write(HINT + "\n")
     elif rows:
-        _print_table([_cells(row, directory, daemon.is_legacy(entry)) for row, entry in zip(rows, entries)], stdout)
+        _print_table([_cells(row, directory, daemon.is_legacy(entry), now) for row, entry in zip(rows, shown)], stdout)
+        for row in rows:
+            ended = row["ended"] or {}
+            if ended.get("error"):
+                stdout.write(f"{row['name']} ended with: {ended['error']}\n")
     else:
         stdout.write(HINT + "\n")
-    return EXIT_OK if any(row["state"] != "dead" for row in rows) else EXIT_FAILED
+    return EXIT_OK if any(row["state"] in ("running", "waiting") for row in rows) else EXIT_FAILED
 
 
-def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
+def describe(entry: SchedulerEntry, now: datetime, living: Liveness | None = None) -> dict[str, Any]:
     """One scheduler as ``status --json`` shows it."""
+    if living is None:
+        living = daemon.liveness(entry, Path.cwd())[0]
     # A process that cannot be looked at (another user's) may well be alive.
-    alive = daemon.liveness(entry)[0] in (Liveness.ALIVE, Liveness.UNKNOWN)
-    if not alive:
+    alive = living in (Liveness.ALIVE, Liveness.UNKNOWN)
+    if entry.ended is not None:
+        state = "ended"  # by itself, and said why (it may still be exiting)
+    elif not alive:
         state = "dead"
     elif entry.run_started_at is not None:
         state = "running"
     else:
         state = "waiting"
-    uptime = None
-    if alive and entry.started_at:
-        try:
-            uptime = max(0, round((now - datetime.fromisoformat(entry.started_at)).total_seconds()))
-        except (ValueError, TypeError):
-            uptime = None
+    uptime = _seconds_since(entry.started_at, now) if state in ("running", "waiting") else None
+    current_run = None
+    if entry.run_started_at is not None and state in ("running", "dead"):
+        current_run = {
+            "run_id": entry.run_id,
+            "started_at": entry.run_started_at,
+            "step": entry.current_step,
+            "step_started_at": entry.step_started_at,
+            # A dead scheduler's run in progress will never end: it is lost.
+            "state": "running" if state == "running" else "lost",
+            "elapsed_s": _seconds_since(entry.run_started_at, now) if state == "running" else None,
+        }
+    next_run = entry.next_run if state in ("running", "waiting") else None
+    overdue = _seconds_since(next_run, now)
     return {
         "name": entry.name,
         "pid": entry.pid,
@@ -71,26 +97,56 @@ def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
         "log_file": entry.log_file,
         "started_at": entry.started_at,
         "schedule": entry.schedule,
-        "next_run": entry.next_run if alive else None,
+        "next_run": next_run,
         "current_step": entry.current_step if state == "running" else None,
         "last_run": entry.last_run,
+        "current_run": current_run,
+        "ended": entry.ended,
+        "stale": state == "waiting" and overdue is not None and overdue > STALE_AFTER,
+        "updated_at": entry.updated_at,
+        "command_line": list(entry.command_line) if entry.command_line is not None else None,
     }
 
 
-def _cells(row: dict[str, Any], directory: Path, legacy: bool) -> tuple[str, ...]:
+def _seconds_since(stamp: str | None, now: datetime) -> int | None:
+    if not stamp:
+        return None
+    try:
+        return max(0, round((now - datetime.fromisoformat(stamp)).total_seconds()))
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _cells(row: dict[str, Any], directory: Path, legacy: bool, now: datetime) -> tuple[str, ...]:
     """A row of the table; ``legacy``: from a pid file of an earlier Lynx, which records less (shown as '?')."""
     state = row["state"]
-    if row["current_step"] is not None:
-        state += f" (step {row['current_step']})"
+    run = row["current_run"]
+    next_run = _when(row["next_run"])
+    if state == "running":
+        details = [f"step {row['current_step']}"] if row["current_step"] is not None else []
+        if run and run["elapsed_s"] is not None:
+            details.append(_duration(run["elapsed_s"]))
+        state += f" ({', '.join(details)})" if details else ""
+        if row["next_run"] and _seconds_since(row["next_run"], now):
+            next_run = "after this run"  # its fire time passed during this run: the next one after it
+    elif state == "ended" and row["ended"]:
+        reason = str(row["ended"].get("reason"))
+        state += f" ({ENDINGS.get(reason, reason)})"
+    elif row["stale"]:
+        state += f" (entry not updated since {_when(row['updated_at'])})" if row["updated_at"] else " (entry stale)"
     unknown = "?" if legacy else None
+    last_run = _last_run(row["last_run"])
+    if run is not None and run["state"] == "lost":
+        at = f" at step {run['step']}" if run["step"] is not None else ""
+        last_run = f"{_when(run['started_at'])} lost{at}"
     return (
         row["name"],
         str(row["pid"]),
         state,
         _duration(row["uptime_s"]) if row["uptime_s"] is not None else "-",
         row["schedule"] or unknown or "once",
-        _when(row["next_run"]),
-        _last_run(row["last_run"]),
+        next_run,
+        last_run,
         _short(row["config_file"], directory),
         _short(row["log_file"], directory) if row["log_file"] else unknown or "discarded",
     )
@@ -119,7 +175,7 @@ def _when(stamp: str | None) -> str:
         return "-"
     try:
         return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
+    except (ValueError, OverflowError):
         return stamp
 
 
@@ -140,6 +196,15 @@ def _short(path: str | None, directory: Path) -> str:
         return "-"
     relative = os.path.relpath(path, directory)
     return path if relative.startswith("..") else relative
+
+
+def _elsewhere(entry: SchedulerEntry) -> str:
+    record = daemon.PID_FILE if daemon.is_legacy(entry) else f".lynx/schedulers/{entry.name}.json"
+    where = entry.elsewhere or "another directory"
+    return (
+        f"{record} describes a background Lynx of {where}, not of this directory (a copy of it?); "
+        f"it is left out ('lynx stop {entry.name}' here removes the record)"
+    )
 
 
 def _warn(stderr: TextIO, message: str) -> None:

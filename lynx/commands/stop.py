@@ -1,4 +1,8 @@
-"""``lynx stop [NAME] [--all]``: stop background schedulers recorded in this directory."""
+"""``lynx stop [NAME] [--all]``: stop background schedulers recorded in this directory.
+
+A stopped scheduler's record is replaced by a tombstone (``.lynx/stopped/NAME.json``): ``lynx logs
+NAME`` still finds its log, and it tells that it was stopped on purpose.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any, Callable, Sequence, TextIO
 from lynx import daemon, dialog
 from lynx.daemon import PID_FILE, Liveness
 from lynx.errors import EXIT_FAILED, EXIT_OK, LynxError
-from lynx.state import SchedulerEntry
+from lynx.state import SchedulerEntry, describe_ending
 
 
 def stop(
@@ -49,7 +53,7 @@ def stop(
         alive = []
         # Ended ones (or PIDs that now belong to another process) are cleaned up, never signalled.
         for entry in daemon.select(entries, name):
-            living, process = daemon.liveness(entry)
+            living, process = daemon.liveness(entry, directory)
             refusal = daemon.not_signallable(entry, process) if living is Liveness.ALIVE else None
             if refusal is not None:
                 problems.append(f"{refusal}; it was not signalled")
@@ -85,7 +89,7 @@ def _end(
             raise LynxError("the records changed while you were asked; nothing was signalled. Run 'lynx stop' again.")
         living = []
         for entry, process in chosen:
-            state, _ = daemon.liveness(entry)
+            state, _ = daemon.liveness(entry, directory)
             if state is Liveness.ALIVE:
                 living.append((entry, process))
             else:
@@ -111,13 +115,23 @@ def _forget_ended(
 ) -> None:
     record = PID_FILE if daemon.is_legacy(entry) else f"record of '{entry.name}'"
     try:
-        daemon.forget(directory, entry)
+        # A record of no Lynx, or of another directory's, leaves no tombstone: nothing here was stopped.
+        daemon.forget(directory, entry, stopped=state not in (Liveness.FOREIGN, Liveness.ELSEWHERE))
         failure = None
     except LynxError as error:
         failure = error.message
     outcome = failure or f"removed the {record}"
     taken = daemon.pid_now_taken(entry.pid) if state is Liveness.REUSED else None
-    if state is Liveness.FOREIGN:
+    if state is Liveness.ELSEWHERE:
+        where = entry.elsewhere or "another directory"
+        if failure is None:
+            say(
+                f"The {record} describes a background Lynx of {where}, not of this directory (a copy of it?); "
+                "it was not signalled; removed the record here."
+            )
+        else:
+            problems.append(f"the {record} describes a background Lynx of {where}; it was not signalled, but {failure}")
+    elif state is Liveness.FOREIGN:
         command = " ".join(entry.cmdline)[:80]
         problems.append(f"PID {entry.pid} ({command}) is not a Lynx scheduler; it was not signalled; {outcome}")
     elif taken:
@@ -126,7 +140,8 @@ def _forget_ended(
             f"The recorded Lynx '{entry.name}' has ended; {outcome}."
         )
     elif failure is None:
-        say(f"The Lynx process (PID {entry.pid}) has already ended; removed the stale {record}.")
+        why = f" ({describe_ending(entry.ended)})" if entry.ended else ""
+        say(f"The Lynx process (PID {entry.pid}) has already ended{why}; removed the stale {record}.")
     else:
         problems.append(f"the Lynx process (PID {entry.pid}) has already ended, but {failure}")
 
@@ -164,6 +179,6 @@ def _question(alive: Sequence[tuple[SchedulerEntry, Any]]) -> str:
 def _describe(entry: SchedulerEntry) -> str:
     return (
         f"'{entry.name}', PID {entry.pid} (user {entry.username or '?'}, started {entry.started_at or '?'})\n"
-        f"  command: {' '.join(entry.cmdline)}\n"
+        f"  command: {daemon.user_command(entry)}\n"
         f"  config: {entry.config_file or '?'}; log: {entry.log_file or 'discarded'}"
     )
