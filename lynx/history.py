@@ -89,12 +89,12 @@ class HistoryRecorder:
         """The run as one JSON line."""
         return (to_json(self.record(result)) + "\n").encode("ascii")
 
-    def record(self, result: RunResult) -> dict[str, Any]:
-        """The run's history record: what ``lynx history --json`` shows, and what notifications carry."""
+    def head(self, run_id: str | None, started_at: datetime | None) -> dict[str, Any]:
+        """What the run's record says from its start (lynx.recovery keeps it while the run goes on)."""
         from lynx import __version__
 
         return {
-            "run_id": result.run_id,
+            "run_id": run_id,
             "name": self.name,
             "config_file": self.config_file,
             "config_sha256": self.config_sha256,
@@ -102,13 +102,21 @@ class HistoryRecorder:
             "user": _user(),
             "python": sys.executable,
             "lynx_version": __version__,
-            "started_at": _iso(result.started_at),
+            "started_at": _iso(started_at),
+            **self.request,
+        }
+
+    def record(self, result: RunResult) -> dict[str, Any]:
+        """The run's history record: what ``lynx history --json`` shows, and what notifications carry."""
+        head = self.head(result.run_id, result.started_at)
+        return {
+            **{key: value for key, value in head.items() if key not in self.request},
             "ended_at": _iso(result.ended_at),
             "duration_s": round(result.duration_s, 3),
             "result": result.result,
             "failed_step": result.failed_step,
             **self.request,
-            "steps": [_step(step) for step in result.steps],
+            "steps": [step_record(step) for step in result.steps],
         }
 
     def _warn(self, error: OSError) -> None:
@@ -321,7 +329,8 @@ def _plain(name: str) -> bool:
     return name.isascii() and all(char.isalnum() or char in "-_." for char in name)
 
 
-def _step(record: StepRecord) -> dict[str, Any]:
+def step_record(record: StepRecord) -> dict[str, Any]:
+    """A step's part of the history record."""
     step: dict[str, Any] = {
         "number": record.number,
         "script": record.script,

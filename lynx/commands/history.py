@@ -21,6 +21,9 @@ def history(
 ) -> int:
     """Print the last ``limit`` runs (0: all), as text or as a JSON array; return the exit code."""
     directory = directory or os.getcwd()
+    from lynx.recovery import recover_lost_runs
+
+    recover_lost_runs(directory)  # a run whose Lynx was killed shows as lost
     try:
         runs = read_runs(directory, limit=limit or None, name=name)
     except OSError as error:
@@ -44,8 +47,10 @@ def _describe(run: dict[str, Any]) -> str:
     """A run's heading line, then one line per step."""
     who = run_name(run) if run.get("name") else f"{run_name(run)} (foreground)"
     result = str(run.get("result"))
-    if result == "failed" and run.get("failed_step") is not None:
-        result = f"failed at step {run['failed_step']}"
+    if result in ("failed", "lost") and run.get("failed_step") is not None:
+        result = f"{result} at step {run['failed_step']}"
+    if result.startswith("lost") and isinstance(run.get("last_alive_at"), str):
+        result += f" (Lynx last known alive {_when(run['last_alive_at'])[11:]})"
     lines = [
         f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"
         + _asked(run)

@@ -17,6 +17,7 @@ from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
 from lynx.process import StepGuard, supervise_steps
 from lynx.records import Pipeline, Selection
+from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 from lynx.selection import select_steps
 
@@ -65,6 +66,7 @@ def start(
     """Run ``lynx start`` and return its exit code."""
     if options.name is not None and not (options.background or options.detached):
         raise ConfigError("--name names a background scheduler: use it with --background")
+    recover_lost_runs(".")  # runs of a Lynx that was killed go into the history as lost, before new ones
     if options.detached:
         return _run_detached(options, stdin=stdin, stdout=stdout, environ=environ)
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
@@ -118,6 +120,7 @@ def _run(
     request.update(options.request)
     # Relative: the history follows the working directory if the project folder is renamed.
     history = recorder_for(".", pipeline.source, name, environ, request)
+    journal = RunJournal(".", history.head, warn=get_logger().warning)
     notifier = _notifier(pipeline, history, options.log_file, environ)
     if notifier is not None:
         log_file = notifier.output_sink(log_file)  # the step output, and on to the log file
@@ -146,7 +149,8 @@ def _run(
             guard=guard,
             environ=environ,
             inherit_stdin=interactive,
-            reporter=combine_reporters(history, entry, notifier),
+            # The history first: the journal of the run goes once the history has its line.
+            reporter=combine_reporters(history, entry, notifier, journal),
             selection=selection,
         )
 

@@ -33,6 +33,9 @@ def status(
 ) -> int:
     """Run ``lynx status`` and return its exit code: 0 when at least one scheduler is alive."""
     directory = directory or Path.cwd()
+    from lynx.recovery import recover_lost_runs
+
+    recover_lost_runs(str(directory))  # a run whose Lynx was killed goes into the history as lost
     now = now or datetime.now().astimezone()
     # A broken record must not hide the others: it is named on stderr and left out.
     entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
