@@ -246,6 +246,17 @@ def logs(name: str | None, lines: int, follow: bool) -> int:
 
 
 @cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "all_", is_flag=True, help="Every scheduler recorded here that died (the default).")
+def restore(names: tuple[str, ...], all_: bool) -> int:
+    """Start again the background schedulers of this directory that died (a reboot, kill -9), as they were started."""
+    _require_working_directory()
+    from lynx.commands.restore import restore as run_restore
+
+    return run_restore(names, all_=all_)
+
+
+@cli.command()
 @click.argument("action", type=click.Choice(["install", "remove"]))
 @click.option(
     "--kind",

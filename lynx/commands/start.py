@@ -44,6 +44,8 @@ class StartOptions:
     overrides: tuple[str, ...] = ()
     # Set by 'lynx retry': the run this one retries; it runs once, whatever the config's cron section.
     retry_of: str | None = None
+    # With -bg and no --log-file: ask for one on a terminal (not 'lynx restore', which starts it as it was).
+    ask_log_file: bool = True
 
     @property
     def request(self) -> dict[str, Any]:
@@ -337,7 +339,7 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
     if pipeline.schedule is not None:
         _check_trigger(pipeline.schedule)
     log_file = options.log_file
-    if log_file is None:
+    if log_file is None and options.ask_log_file:
         # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.
         if stdin.isatty():
             log_file = dialog.ask(dialog.LOG_FILE, stdin=stdin, stdout=stdout) or None
