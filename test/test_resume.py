@@ -387,5 +387,7 @@ def test_a_background_scheduler_keeps_its_slice_and_overrides(lynx_dir: Path) ->
     assert {line.split(" ", 1)[1] for line in ran(lynx_dir)} == {"two 42"}
     history = runs(lynx_dir)[0]
     assert history["selection"] == {"from": "2"} and history["overrides"] == ["vars.x=42"]
+    status = run_lynx("status", cwd=lynx_dir)
+    assert "config runs with: --from 2 vars.x=42\n" in status.stdout
     stopped = run_lynx("stop", "-y", cwd=lynx_dir)
     assert stopped.returncode == 0
