@@ -139,7 +139,11 @@ def dispatch(
             while ready and len(running) < limit and not halted and not stopping():
                 index = pop(ready)
                 running.add(index)
-                threading.Thread(target=work, args=(index,), name=f"lynx-step-{index}", daemon=True).start()
+                thread = threading.Thread(target=work, args=(index,), name=f"lynx-step-{index}", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to be had (RLIMIT_NPROC): run it here, as a chain would
+                    work(index)
             if not running:
                 break
             index, outcome = done.get()

@@ -57,7 +57,11 @@ class RunJournal:
         owner = {"pid": os.getpid(), "start": process_start(os.getpid()), "boot_id": boot_id()}
         if self._append({"run": self.head(run_id, started_at), "owner": owner}, create=True):
             self.beating = threading.Event()
-            threading.Thread(target=self._beat, args=(self.path, self.beating), name="lynx-alive", daemon=True).start()
+            beat = threading.Thread(target=self._beat, args=(self.path, self.beating), name="lynx-alive", daemon=True)
+            try:
+                beat.start()
+            except RuntimeError:  # at the process limit (RLIMIT_NPROC): the run goes on without heartbeats
+                self.beating = None
 
     def step_started(self, step: Any, attempt: int) -> None:
         self._append(
