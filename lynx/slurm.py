@@ -18,9 +18,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from lynx.errors import ConfigError
 from lynx.logs import get_logger
 from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step, signals_deferred
 
@@ -79,55 +78,6 @@ def srun_command(step: Step, *, pipeline: str, python: str = sys.executable) -> 
 def job_name(step: Step, pipeline: str) -> str:
     """lynx:<pipeline>:<step>, the name squeue shows (without commas: squeue -n splits on them)."""
     return f"lynx:{pipeline}:{step.title}".replace(",", "_")
-
-
-def check_cluster(step: Step, *, source: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Raise ConfigError naming ``step`` unless SLURM's commands are on PATH and the controller answers."""
-    where = f"{source}: step {step.number} ({step.title})"
-    for command in ("srun", "squeue", "scancel", "scontrol"):
-        if not _on_path(command, environ.get("PATH", os.defpath)):
-            raise ConfigError(
-                f"{where}: runs on SLURM, but {command} is not on PATH (install the SLURM client commands)"
-            )
-    try:
-        answer = subprocess.run(
-            ["scontrol", "ping"], capture_output=True, text=True, env=dict(environ), timeout=COMMAND_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping timed out)") from None
-    if answer.returncode != 0 or "DOWN" in answer.stdout:
-        said = " ".join((answer.stdout + answer.stderr).split()) or f"exit code {answer.returncode}"
-        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping: {said})")
-
-
-def ask_slurm(command: Sequence[str], *, environ: Mapping[str, str] = os.environ) -> str:
-    """Whether SLURM would accept ``command`` now (``srun --test-only``), as one line for the user."""
-    try:
-        answer = subprocess.run(
-            # Without --quiet, srun says when and where the job would start.
-            [command[0], "--test-only", *(word for word in command[1:] if word != "--quiet")],
-            capture_output=True,
-            text=True,
-            env=dict(environ),
-            timeout=COMMAND_TIMEOUT,
-        )
-    except OSError as error:
-        return f"SLURM was not asked: cannot run srun ({error.strerror or error})"
-    except subprocess.TimeoutExpired:
-        return "SLURM was not asked: srun --test-only did not answer"
-    said = [line.strip() for line in (answer.stderr + answer.stdout).splitlines() if line.strip()]
-    if answer.returncode == 0:
-        return "SLURM would accept it: " + (said[-1].removeprefix("srun: ") if said else "yes")
-    return "SLURM would refuse it: " + (said[-1] if said else f"srun exit code {answer.returncode}")
-
-
-def _on_path(command: str, path: str) -> bool:
-    """``command`` is an executable in one of ``path``'s directories (shutil.which, without its import)."""
-    return any(
-        os.access(os.path.join(folder, command), os.X_OK) and os.path.isfile(os.path.join(folder, command))
-        for folder in path.split(os.pathsep)
-        if folder
-    )
 
 
 @dataclass(frozen=True)

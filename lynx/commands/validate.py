@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
@@ -20,7 +20,13 @@ _SECONDS = ("timeout", "retry_delay", "misfire_grace_time")
 _SCHEDULE_SHOWN = ("fields", "crontab", "either_day")
 
 
-def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO = sys.stdout) -> int:
+def validate(
+    config_file: str,
+    *,
+    python: str = sys.executable,
+    stdout: TextIO = sys.stdout,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
     """Load and check ``config_file``; print each step's command line and the next fire times.
 
     Raises:
@@ -29,12 +35,18 @@ def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO =
     if not os.path.isfile(config_file):
         raise ConfigError(f"the configuration file {config_file} does not exist")
     pipeline = load_pipeline(config_file)
-    stdout.write("\n".join(describe(pipeline, python=python)) + "\n")
+    # The same checks as 'lynx start', SLURM's included: what start refuses, validate refuses alike.
+    from lynx.launch import check_launchers
+
+    slurm = check_launchers(pipeline, python=python, environ=environ)
+    stdout.write("\n".join(describe(pipeline, python=python, slurm=slurm)) + "\n")
     return EXIT_OK
 
 
-def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) -> list[str]:
-    """The lines ``lynx validate`` prints for a valid ``pipeline``."""
+def describe(
+    pipeline: Pipeline, *, python: str, now: datetime | None = None, slurm: Mapping[int, str] | None = None
+) -> list[str]:
+    """The lines ``lynx validate`` prints for a valid ``pipeline``; ``slurm``: what SLURM said of each SLURM step."""
     import shlex
 
     count = len(pipeline.steps)
@@ -45,7 +57,7 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
             lines.append("")
         lines.append(f"Step {step.number}: {step.script}")
         lines.append("    " + shlex.join(step.argv(python)))
-        lines += _launch_lines(step, python, pipeline.name)
+        lines += _launch_lines(step, python, pipeline.name, (slurm or {}).get(step.number))
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
     if pipeline.schedule is not None:
         lines.append("")
@@ -53,16 +65,16 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
     return lines
 
 
-def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
+def _launch_lines(step: Step, python: str, pipeline: str, verdict: str | None) -> list[str]:
     """How the command is launched when not directly: a SLURM step's srun command line and SLURM's verdict."""
     if step.slurm is None:
         return []
     import shlex
 
-    from lynx.slurm import ask_slurm, srun_command
+    from lynx.slurm import srun_command
 
     command = srun_command(step, pipeline=pipeline, python=python)
-    return ["  runs on SLURM: " + shlex.join(command), "  " + ask_slurm(command)]
+    return ["  runs on SLURM: " + shlex.join(command)] + (["  " + verdict] if verdict else [])
 
 
 def _extra_keys(step: Step) -> list[tuple[str, str]]:
