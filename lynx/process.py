@@ -58,14 +58,22 @@ class StepGuard:
     and a pipe nobody reads would kill them with SIGPIPE on their next write.
     """
 
-    def __init__(self, grace: float = TERMINATE_GRACE, leftover_output: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        grace: float = TERMINATE_GRACE,
+        leftover_output: Callable[[bytes], None] | None = None,
+        *,
+        scheduler: str | None = None,
+    ) -> None:
         """Args:
         grace: seconds a step gets after each signal before the next one.
         leftover_output: where leftovers' output goes, whole lines at a time (default: the
             ``on_output`` of the step that left them).
+        scheduler: the background scheduler's name, for records that outlive Lynx (lynx.jobs).
         """
         self.grace = grace
         self.leftover_output = leftover_output
+        self.scheduler = scheduler
         # Set by supervise_steps() once Lynx is a child subreaper (Linux).
         self.subreaper = False
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
@@ -592,7 +600,7 @@ def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) 
 
 
 @contextlib.contextmanager
-def signals_deferred(reraise: bool = True) -> Iterator[None]:
+def signals_deferred(reraise: bool = True, on_arrival: Callable[[int], None] | None = None) -> Iterator[None]:
     """Hold off Ctrl+C, SIGTERM, SIGHUP and Ctrl+Z (in the main thread) while a step is being ended,
     so a second press cannot orphan it and a suspended Lynx cannot hold its end up.
 
@@ -600,6 +608,8 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
         reraise: once done, raise what arrived meanwhile (a Ctrl+C while a timed-out step is
             ended still stops Lynx): a termination signal before a Ctrl+Z, which it makes moot;
             else it is dropped. Inside another deferral, what arrived is handed to that one.
+        on_arrival: told each signal as it arrives (a SLURM job's end gives up waiting for a
+            controller that does not answer on a second Ctrl+C).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -608,6 +618,8 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
 
     def hold(signum: int, frame: object) -> None:
         arrived.append(signum)
+        if on_arrival is not None:
+            on_arrival(signum)
 
     hold.lynx_hold = True  # type: ignore[attr-defined]
     saved: dict[int, Any] = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}

@@ -20,17 +20,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from lynx.jobs import ACTIVE_STATES, JobRecord, JobRegistry, cancel_left_jobs, controller_down, has_records
 from lynx.logs import get_logger
 from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step, signals_deferred
 
 if TYPE_CHECKING:
     from lynx.records import Step
 
-# Job states in which a job still holds (or waits for) resources: squeue lists these by default.
-ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-     "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-)  # fmt: skip
 # Why a job ended when Lynx did not end it, for a failed step's message.
 END_REASONS = {
     "CANCELLED": "was cancelled outside Lynx (scancel or an administrator)",
@@ -50,6 +46,8 @@ FIRST_POLL = 0.1
 LONGEST_POLL = 5.0
 TAIL_BYTES = 4096
 SETTLE_WAIT = 5.0
+# A SLURM command still waiting after this long may be waiting for a controller that does not answer.
+SLOW_COMMAND = 1.0
 _TASK_ERROR = re.compile(r"srun: error: \S+: tasks? [0-9,-]+: ")
 
 log = get_logger()
@@ -104,7 +102,12 @@ def run_job(
     """
     env = step.environment(environ)
     command = srun_command(step, pipeline=pipeline, python=python)
-    job = _Job(step.label, job_name(step, pipeline), env)
+    if has_records():
+        # A scheduler that runs for weeks tidies up before each job, not only at the next 'lynx' command.
+        for left in cancel_left_jobs(environ=environ, on_error=log.warning):
+            (log.info if left.outcome != "unanswered" else log.warning)(left.message)
+    registry = JobRegistry(scheduler=guard.scheduler, warn=log.warning)
+    job = _Job(step.label, job_name(step, pipeline), env, registry=registry, pipeline=pipeline)
     command.insert(1, f"--comment={job.tag}")
     tail = _Tail(on_output)
     inner = StepGuard(guard.grace)
@@ -119,6 +122,7 @@ def run_job(
     worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
+    srun_exit: int | None = None
     worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
     guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True))
@@ -145,16 +149,23 @@ def run_job(
             job.cancel("failed", worker, inner)
             raise outcome["error"]
         ended: StepExit = outcome["exit"]
+        srun_exit = ended.returncode
         # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
         final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
-        if ended_by is None and final is not None and final.state in ACTIVE_STATES - {"COMPLETING"}:
+        if ended_by is None and (
+            (final is UNANSWERED and ended.returncode < 0)
+            or (final not in (None, UNANSWERED) and final.state in ACTIVE_STATES - {"COMPLETING"})
+        ):
             # srun ended by itself (killed, say) while its job goes on: the job must not outlive the step.
             job.cancel(f"lost its srun (exit code {ended.returncode})", worker, inner)
+        if final is UNANSWERED:
+            final = None
     except BaseException as error:
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
         guard.finished_elsewhere()
+        job.close(srun_exit)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
     launch_error = ended.launch_error
     if ended_by is None and ended.returncode != 0 and launch_error is None:
@@ -172,35 +183,72 @@ def run_job(
     )
 
 
-class _Job:
-    """One submission, found in squeue by its name and a comment no other job has."""
+class _GaveUpError(Exception):
+    """Lynx stops waiting for a SLURM controller that does not answer (a second Ctrl+C, or its patience ran out)."""
 
-    def __init__(self, label: str, name: str, env: Mapping[str, str]) -> None:
+
+class _Job:
+    """One submission, found in squeue by its name and a comment no other job has, and recorded in
+    ``.lynx/jobs/`` until SLURM says it has ended."""
+
+    def __init__(
+        self,
+        label: str,
+        name: str,
+        env: Mapping[str, str],
+        *,
+        registry: JobRegistry | None = None,
+        pipeline: str = "",
+        record: JobRecord | None = None,
+    ) -> None:
         self.label = label
         self.name = name
         self.env = dict(env)
-        self.tag = f"lynx {os.getpid()} {os.urandom(6).hex()}"
+        self.tag = record.tag if record is not None else f"lynx {os.getpid()} {os.urandom(6).hex()}"
         self.last: JobState | None = None
+        self.job_id = record.job_id if record is not None else None
         self.said_queued = False
         self.started = False
         # cancel() may be called from two threads (the main one on Ctrl+C, the step's on its
         # timeout); the job is ended once, and the second caller waits for that.
         self.cancelling = threading.Lock()
         self.cancelled = False
+        # SLURM has said that the job has ended (or it was never queued).
+        self.ended = False
+        self.registry = registry
+        if record is None and registry is not None:
+            record = registry.submitted(job_name=name, tag=self.tag, pipeline=pipeline, step=label, env=self.env)
+        self.record = record
+        # While ending the job: how long to wait for a controller that does not answer (None: until
+        # a second Ctrl+C), since when it has not, whether a second signal came, and whether Lynx gave up.
+        self.patience: float | None = None
+        self.unanswered_since: float | None = None
+        self.interrupted_again = False
+        self.abandoned = False
 
     def find(self) -> JobState | None:
         """The job as squeue sees it now (also just after it ended); None when squeue does not list it,
         UNANSWERED when squeue does not answer."""
-        fields = ["-j", self.last.job_id] if self.last is not None else ["-n", self.name]
+        if self.abandoned or (self.unanswered_since is not None and controller_down(self.env) is not None):
+            return UNANSWERED  # known not to answer: a quick scontrol ping instead of squeue's long wait
+        fields = ["-j", self.job_id] if self.job_id is not None else ["-n", self.name]
         refusal: list[str] = []
         listing = self._run("squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k", refusal=refusal)
         if listing is None:
             # A job that ended a while ago (MinJobAge) is no longer known: squeue -j refuses its id.
-            return None if refusal and "Invalid job id" in refusal[0] else UNANSWERED
+            if refusal and "Invalid job id" in refusal[0]:
+                self.ended = True
+                return None
+            return UNANSWERED
         for line in listing.splitlines():
             job_id, state, node, reason, comment = (line.split("|", 4) + [""] * 5)[:5]
             if comment == self.tag:
                 self.last = JobState(job_id, state, node or None, reason)
+                self.ended = state not in ACTIVE_STATES
+                if self.job_id is None:
+                    self.job_id = job_id
+                    if self.registry is not None and self.record is not None:
+                        self.record = self.registry.update(self.record, job_id=job_id)
                 return self.last
         return None
 
@@ -221,10 +269,10 @@ class _Job:
 
     def final(self, settle: float = 0.0) -> JobState | None:
         """The job's state once srun has returned (waiting up to ``settle`` s for it to leave the active
-        states); says where it ran if that was never said."""
+        states; UNANSWERED if squeue does not answer); says where it ran if that was never said."""
         was_started = self.started
         _, found = self._settle(settle)
-        if found is not None and not was_started and found.node:
+        if found not in (None, UNANSWERED) and not was_started and found.node:
             log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
         return found
 
@@ -238,31 +286,44 @@ class _Job:
     ) -> None:
         """End the job, wait until SLURM says it has ended, then make sure srun has exited.
 
+        When the controller does not answer, Lynx waits for it: after Ctrl+C until it answers or a
+        second Ctrl+C, else (SIGTERM, ``lynx stop``, a timeout) for the step's grace. Then it gives up:
+        it ends srun at once and says which job may still run (it stays recorded, for the next 'lynx'
+        command here to cancel).
+
         Args:
             stopping: Lynx itself is being interrupted (else a Ctrl+C meanwhile is raised afterwards).
         """
         # Signals held first: a second Ctrl+C must not break the wait for the other thread's cancel.
-        with signals_deferred(reraise=not stopping), self.cancelling:
+        with signals_deferred(reraise=not stopping, on_arrival=self._signalled), self.cancelling:
             if self.cancelled:
                 return
             self.cancelled = True
-            found = self.find()
-            if found is UNANSWERED:
-                found = self.last  # as last seen: it may still run
-            if found is None:
-                # Not submitted yet (or srun is still asking for it): ending srun withdraws the request.
-                log.warning(f"{self.label} {reason}: ending srun before SLURM has queued the job.")
-                inner.stop(reason)
+            self.patience = None if stopping and first == signal.SIGINT else inner.grace
+            try:
+                found = self.find_answered()
+                if found is None:
+                    # Not submitted yet (or srun is still asking for it): ending srun withdraws the request.
+                    log.warning(f"{self.label} {reason}: ending srun before SLURM has queued the job.")
+                    inner.stop(reason)
+                    worker.join()
+                    found = self.find_answered()
+                if found is not None and found.state in ACTIVE_STATES:
+                    self.end(found, reason, first, inner.grace)
+                elif found is None:
+                    self.ended = True  # never queued
+            except _GaveUpError as gave_up:
+                self.abandon(reason, str(gave_up))
+                # srun can do nothing for its job without the controller: it goes at once.
+                inner.stop(reason, signal.SIGKILL)
                 worker.join()
-                found = self.find()
-            if found is not None and found is not UNANSWERED and found.state in ACTIVE_STATES:
-                self._end(found, reason, first, inner.grace)
+                return
             worker.join(COMMAND_TIMEOUT)
             if worker.is_alive():
                 inner.stop(reason)
                 worker.join()
 
-    def _end(self, found: JobState, reason: str, first: int, grace: float) -> None:
+    def end(self, found: JobState, reason: str, first: int, grace: float) -> None:
         """As a local step is ended: a running job's tasks get ``first`` (what Lynx received), then
         SIGTERM, then SIGKILL, ``grace`` seconds apart, while the job still runs (signals only: a
         job that scancel has cancelled takes no more signals); then the job is cancelled (a
@@ -293,6 +354,89 @@ class _Job:
         else:
             log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
 
+    def find_answered(self) -> JobState | None:
+        """:meth:`find`, waiting for the controller while it does not answer (see :meth:`_await_controller`)."""
+        while True:
+            found = self.find()
+            if found is not UNANSWERED or self.abandoned:
+                return found
+            self._await_controller()
+
+    def abandon(self, reason: str, why: str) -> None:
+        """Lynx stops trying to end the job: say which job may still run and how to cancel it, and
+        leave its record for the next 'lynx' command here."""
+        from datetime import datetime
+
+        self.abandoned = True
+        record = self.record
+        what = record.what if record is not None else f"SLURM job {self.job_id or '?'}"
+        hint = record.cancel_hint if record is not None else f"cancel it with 'scancel {self.job_id}'"
+        log.error(
+            f"{self.label} {reason}: gave up waiting for the SLURM controller ({why}): {what} may still be "
+            f"running. Lynx cancels it at the next 'lynx start', 'lynx status' or 'lynx stop' here once the "
+            f"controller answers; or {hint}."
+        )
+        if self.registry is not None and record is not None:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            self.record = self.registry.update(record, abandoned_at=stamp, why=f"{reason}: {why}")
+
+    def close(self, srun_exit: int | None) -> None:
+        """Forget the job's record once SLURM has said it ended, or srun returned by itself (which it
+        does only after telling the controller); else leave it, for the next 'lynx' command here."""
+        if self.registry is None or self.record is None or self.abandoned:
+            return
+        if self.ended or (srun_exit is not None and srun_exit >= 0):
+            self.registry.forget(self.record)
+            return
+        from datetime import datetime
+
+        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+        self.record = self.registry.update(self.record, abandoned_at=stamp, why="SLURM did not say that it ended")
+        log.warning(
+            f"{self.record.what} may still be running (SLURM did not say that it ended): Lynx cancels it at the "
+            f"next 'lynx start', 'lynx status' or 'lynx stop' here; or {self.record.cancel_hint}."
+        )
+
+    def _signalled(self, signum: int) -> None:
+        """A signal arrived while the job is ended: the first one started the ending, so this is a second."""
+        if signum != signal.SIGTSTP:
+            self.interrupted_again = True
+
+    def _should_give_up(self) -> bool:
+        if self.unanswered_since is None:
+            return False
+        if self.interrupted_again:
+            return True
+        return self.patience is not None and time.monotonic() - self.unanswered_since >= self.patience
+
+    def _await_controller(self) -> None:
+        """Return once the controller answers (``scontrol ping``, twice a second); raise _GaveUpError on a
+        second Ctrl+C, or once the patience has run out."""
+        if self.unanswered_since is None:
+            self.unanswered_since = time.monotonic()
+        said = False
+        while True:
+            down = controller_down(self.env)
+            if down is None:
+                self.unanswered_since = None
+                if said:
+                    log.info("The SLURM controller answers again.")
+                return
+            if self._should_give_up():
+                if self.interrupted_again:
+                    raise _GaveUpError("interrupted again")
+                raise _GaveUpError(f"it did not answer within {self.patience:g} s")
+            if not said:
+                said = True
+                which = f"SLURM job {self.job_id}" if self.job_id else f"the SLURM job named '{self.name}'"
+                how = (
+                    "press Ctrl+C again to stop waiting and leave the job running"
+                    if self.patience is None
+                    else f"for at most {max(self.patience - (time.monotonic() - self.unanswered_since), 0):.0f} s"
+                )
+                log.warning(f"The SLURM controller does not answer ({down}): waiting for it to end {which} ({how}).")
+            time.sleep(0.25)
+
     def _steps(self, job_id: str) -> list[str] | None:
         """The job's steps (``1234.0``, …) that still run; None when squeue does not answer."""
         listing = self._run("squeue", "-h", "-s", "-j", job_id, "-o", "%i")
@@ -303,47 +447,91 @@ class _Job:
         and with it the tasks: only the allocation is left, for scancel)."""
         deadline = time.monotonic() + seconds
         while True:
-            found = self.find()
-            if found is None or (found is not UNANSWERED and found.state not in ACTIVE_STATES):
+            found = self.find_answered()
+            if found is None or found.state not in ACTIVE_STATES:
                 return True
-            if found is not UNANSWERED and found.state == "RUNNING" and self._steps(job_id) == []:
+            if found.state == "RUNNING" and self._steps(job_id) == []:
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.1)
 
     def _scancel(self, *arguments: str, quiet: bool = False) -> None:
-        """Run scancel; say it when SLURM refuses (unless ``quiet``: the job may have ended already)."""
-        refusal: list[str] = []
-        self._run("scancel", *arguments, refusal=refusal)
-        if refusal and not quiet:
-            log.warning(f"scancel {' '.join(arguments)}: {refusal[0]}")
+        """Run scancel; say it when SLURM refuses (unless ``quiet``: the job may have ended already).
+        While the controller does not answer, wait for it (see :meth:`_await_controller`)."""
+        while True:
+            refusal: list[str] = []
+            if self._run("scancel", *arguments, refusal=refusal) is not None:
+                return
+            if self.unanswered_since is None:
+                if refusal and not quiet:
+                    log.warning(f"scancel {' '.join(arguments)}: {refusal[0]}")
+                return
+            self._await_controller()
 
     def _settle(self, seconds: float) -> tuple[bool, JobState | None]:
         """Wait up to ``seconds`` until SLURM says the job has ended (or no longer lists it): whether
-        it has, and its last state. squeue not answering is not an end."""
+        it has, and its last state (UNANSWERED: squeue did not answer). squeue not answering is not an
+        end; while the job is being ended, Lynx waits for the controller."""
+        look = self.find_answered if self.cancelled else self.find
         deadline = time.monotonic() + seconds
-        found = self.find()
+        found = look()
         while found is UNANSWERED or (found is not None and found.state in ACTIVE_STATES):
-            if time.monotonic() >= deadline:
-                return False, None if found is UNANSWERED else found
+            if self.abandoned or time.monotonic() >= deadline:
+                return False, found
             time.sleep(0.1)
-            found = self.find()
+            found = look()
         return True, found
 
     def _run(self, *command: str, refusal: list[str] | None = None) -> str | None:
-        """A SLURM command's output; None when it fails (its message then in ``refusal``)."""
+        """A SLURM command's output; None when it fails (its message then in ``refusal``).
+
+        A command that fails to reach the controller marks it as not answering. One still waiting
+        after a second is given up on (killed) when ``scontrol ping`` says the controller is down
+        (squeue and scancel would try for 9 s), or when Lynx gives up waiting for it.
+        """
+        said: list[str] = refusal if refusal is not None else []
+        if self.abandoned:
+            said.append("Lynx gave up on the job")
+            return None
         try:
-            answer = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=COMMAND_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            if refusal is not None:
-                refusal.append(str(error))
+            popen = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=self.env,
+            )  # fmt: skip
+        except OSError as error:
+            said.append(str(error))
             return None
-        if answer.returncode != 0:
-            if refusal is not None:
-                refusal.append(" ".join(answer.stderr.split()) or f"exit code {answer.returncode}")
+        began = pinged = time.monotonic()
+        try:
+            while True:
+                try:
+                    out, err = popen.communicate(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    gone = now - pinged >= SLOW_COMMAND and controller_down(self.env) is not None
+                    if gone:
+                        self.unanswered_since = self.unanswered_since or began
+                    elif now - pinged >= SLOW_COMMAND:
+                        pinged = now
+                    if gone or now - began >= COMMAND_TIMEOUT or self._should_give_up():
+                        popen.kill()
+                        popen.communicate()
+                        said.append(f"{command[0]}: the SLURM controller does not answer")
+                        return None
+        except BaseException:
+            popen.kill()
+            popen.wait()
+            raise
+        if popen.returncode != 0:
+            message = " ".join(err.split()) or f"exit code {popen.returncode}"
+            if "Unable to contact slurm controller" in message:
+                self.unanswered_since = self.unanswered_since or began
+            said.append(message)
             return None
-        return answer.stdout
+        self.unanswered_since = None
+        return out
 
 
 # What find() says when squeue does not answer: the job may be in any state.

@@ -95,7 +95,9 @@ def _controller_down(ping: subprocess.Popen[str], deadline: float) -> str | None
     except subprocess.TimeoutExpired:
         return "scontrol ping timed out"
     if ping.returncode != 0 or "DOWN" in out:
-        return "scontrol ping: " + (" ".join((out + err).split()) or f"exit code {ping.returncode}")
+        # 'Slurmctld(primary) at HOST is DOWN' (then a banner of asterisks), or why scontrol could not ask.
+        said = [line.strip() for line in (out + err).splitlines() if line.strip()]
+        return f"scontrol ping: {said[0] if said else f'exit code {ping.returncode}'}"
     return None
 
 

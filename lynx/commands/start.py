@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Mapping, TextIO
+from typing import Any, BinaryIO, Callable, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import load_pipeline
@@ -49,7 +49,7 @@ def start(
     pipeline = load_pipeline(config_file)
     check_launchers(pipeline, environ=environ)
     if options.background:
-        return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
+        return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
     if options.log_file:
         _check_log_file(options.log_file, pipeline)
 
@@ -67,10 +67,11 @@ def start(
     relay = OutputRelay(output_screen, log_file=log_file)
     _raise_on_termination_signals()
     log = get_logger()
-    # What a finished step left running has a relay of its own: its lines never split the next step's.
-    guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write)
-    supervise_steps(guard)
     name = (options.name or pipeline.name) if options.detached else None
+    _cancel_left_jobs(log.info, log.warning, environ)
+    # What a finished step left running has a relay of its own: its lines never split the next step's.
+    guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write, scheduler=name)
+    supervise_steps(guard)
     history = recorder_for(os.getcwd(), pipeline.source, name, environ)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive
@@ -124,6 +125,16 @@ def start(
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
+def _cancel_left_jobs(info: Callable[[str], None], warning: Callable[[str], None], environ: Mapping[str, str]) -> None:
+    """SLURM jobs an earlier Lynx here could not end (it was killed, or the controller did not
+    answer) are cancelled now, if SLURM answers; those that may still run are named."""
+    from lynx.jobs import cancel_left_jobs, has_records
+
+    if has_records():
+        for left in cancel_left_jobs(environ=environ, on_error=warning):
+            (warning if left.outcome == "unanswered" else info)(left.message)
+
+
 def _entry_reporter(name: str, pipeline: Pipeline) -> Any:
     """The reporter that keeps this detached scheduler's ``.lynx/`` entry current, if it has one."""
     from pathlib import Path
@@ -168,7 +179,9 @@ def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
     check_log_file(os.path.expanduser(log_file), protected)
 
 
-def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
+def _start_in_background(
+    options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]
+) -> int:
     from pathlib import Path
 
     from lynx.daemon import start_detached
@@ -178,6 +191,7 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
         name = check_name(options.name)
     else:
         name = check_name(pipeline.name, what="the config file's name")
+    _cancel_left_jobs(lambda line: stdout.write(line + "\n"), lambda line: stdout.write(f"Warning: {line}\n"), environ)
     log_file = options.log_file
     if log_file is None:
         # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.

@@ -31,6 +31,7 @@ def status(
     """Run ``lynx status`` and return its exit code: 0 when at least one scheduler is alive."""
     directory = directory or Path.cwd()
     now = now or datetime.now().astimezone()
+    _cancel_left_jobs(directory, stderr)
     # A broken record must not hide the others: it is named on stderr and left out.
     entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
     entries = daemon.select(entries, name)
@@ -44,6 +45,18 @@ def status(
     else:
         stdout.write(HINT + "\n")
     return EXIT_OK if any(row["state"] != "dead" for row in rows) else EXIT_FAILED
+
+
+def _cancel_left_jobs(directory: Path, stderr: TextIO) -> None:
+    """SLURM jobs a Lynx here could not end are cancelled now, if SLURM answers; said on stderr."""
+    from lynx.jobs import cancel_left_jobs, has_records
+
+    if has_records(str(directory)):
+        for left in cancel_left_jobs(str(directory), on_error=lambda message: _warn(stderr, message)):
+            if left.outcome == "unanswered":
+                _warn(stderr, left.message)
+            else:
+                stderr.write(left.message + "\n")
 
 
 def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:
