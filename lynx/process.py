@@ -13,7 +13,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from lynx.watchdog import Watchdog
 
 # Seconds a step gets after each signal (the one forwarded, then SIGTERM) before the next.
 TERMINATE_GRACE = 5.0
@@ -63,17 +66,24 @@ class StepGuard:
         grace: float = TERMINATE_GRACE,
         leftover_output: Callable[[bytes], None] | None = None,
         *,
+        watchdog: Watchdog | None = None,
         scheduler: str | None = None,
+        job_record: str | None = None,
     ) -> None:
         """Args:
         grace: seconds a step gets after each signal before the next one.
         leftover_output: where leftovers' output goes, whole lines at a time (default: the
             ``on_output`` of the step that left them).
+        watchdog: told which step runs, to end it should Lynx itself be killed (lynx.watchdog).
         scheduler: the background scheduler's name, for records that outlive Lynx (lynx.jobs).
+        job_record: the SLURM job record the steps started here serve (they are its srun): should
+            Lynx die, the watchdog ends the job first.
         """
         self.grace = grace
         self.leftover_output = leftover_output
+        self.watchdog = watchdog
         self.scheduler = scheduler
+        self.job_record = job_record
         # Set by supervise_steps() once Lynx is a child subreaper (Linux).
         self.subreaper = False
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
@@ -154,6 +164,8 @@ class StepGuard:
         with self._lock:
             self._running = (popen, name)
             self._paused = 0.0
+        if self.watchdog is not None:
+            self.watchdog.step_started(popen.pid, name, self.job_record)
 
     def started_elsewhere(self, ender: Callable[[str, int], None]) -> None:
         """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``."""
@@ -166,8 +178,10 @@ class StepGuard:
 
     def _finished(self) -> None:
         with self._lock:
-            self._running = None
+            running, self._running = self._running, None
             self._suspended = None
+        if self.watchdog is not None and running is not None:
+            self.watchdog.step_ended(running[0].pid)
 
     def _leave_running(self, fd: int, on_output: Callable[[bytes], None]) -> None:
         """Keep relaying pipe ``fd`` (now owned by the guard) until whatever holds it closes it."""
@@ -178,11 +192,14 @@ class StepGuard:
         leftovers.adopt(fd)
 
 
-def supervise_steps(guard: StepGuard) -> None:
-    """Once, from the main thread, before the first step: make job control and orphans Lynx's business.
+def supervise_steps(guard: StepGuard, *, log_file: str | None = None) -> None:
+    """Once, from the main thread, before the first step and any other thread: make job control,
+    orphans and Lynx's own death Lynx's business.
 
     Ctrl+Z suspends the running step with Lynx, and ``fg``/``bg`` continue both (the step has its
-    own session, so the terminal's SIGTSTP reaches Lynx only). On Linux Lynx becomes a child
+    own session, so the terminal's SIGTSTP reaches Lynx only). On Linux a watchdog is started
+    (:mod:`lynx.watchdog`; ``guard.watchdog``, to be closed as Lynx exits) that ends the running
+    step should Lynx be killed (SIGKILL), saying so in ``log_file``; and Lynx becomes a child
     subreaper: a daemon a step starts with the classic double fork is re-parented to Lynx instead
     of to init, so Ctrl+C, SIGTERM and a timeout still find it.
     """
@@ -198,6 +215,10 @@ def supervise_steps(guard: StepGuard) -> None:
 
     signal.signal(signal.SIGTSTP, on_terminal_stop)
     if sys.platform.startswith("linux"):
+        from lynx.watchdog import start_watchdog
+
+        # Before becoming a subreaper: the watchdog, forked twice, must be adopted by init, not by Lynx.
+        guard.watchdog = start_watchdog(grace=guard.grace, log_file=log_file)
         guard.subreaper = _become_subreaper()
 
 

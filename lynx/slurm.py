@@ -48,6 +48,8 @@ TAIL_BYTES = 4096
 SETTLE_WAIT = 5.0
 # A SLURM command still waiting after this long may be waiting for a controller that does not answer.
 SLOW_COMMAND = 1.0
+# How long Lynx's watchdog waits for another Lynx that is at the job's record already.
+LOCK_WAIT = 30.0
 _TASK_ERROR = re.compile(r"srun: error: \S+: tasks? [0-9,-]+: ")
 
 log = get_logger()
@@ -110,7 +112,7 @@ def run_job(
     job = _Job(step.label, job_name(step, pipeline), env, registry=registry, pipeline=pipeline)
     command.insert(1, f"--comment={job.tag}")
     tail = _Tail(on_output)
-    inner = StepGuard(guard.grace)
+    inner = StepGuard(guard.grace, watchdog=guard.watchdog, job_record=job.record.path if job.record else None)
     outcome: dict[str, Any] = {}
 
     def relay() -> None:
@@ -122,6 +124,8 @@ def run_job(
     worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
+    if guard.watchdog is not None and job.record is not None and job.record.path is not None:
+        guard.watchdog.job_started(job.record.path)
     srun_exit: int | None = None
     worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
@@ -166,6 +170,8 @@ def run_job(
     finally:
         guard.finished_elsewhere()
         job.close(srun_exit)
+        if guard.watchdog is not None and job.record is not None and job.record.path is not None:
+            guard.watchdog.job_done(job.record.path)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
     launch_error = ended.launch_error
     if ended_by is None and ended.returncode != 0 and launch_error is None:
@@ -181,6 +187,36 @@ def run_job(
         job_id=where.job_id if where else None,
         node=where.node if where else None,
     )
+
+
+def end_left_job(path: str, *, reason: str, grace: float) -> None:
+    """End the job of record ``path`` as Lynx would have (its tasks get SIGTERM, then SIGKILL after
+    ``grace``), for Lynx's watchdog once Lynx has died; when the controller does not answer within
+    ``grace``, the record says so, for the next 'lynx' command here to cancel it."""
+    from lynx.jobs import read_record, records_locked, slurm_env
+
+    # A record is <directory>/.lynx/jobs/<name>.json.
+    directory = os.path.dirname(os.path.dirname(os.path.dirname(path)))
+    with records_locked(directory, wait=LOCK_WAIT) as locked:
+        try:
+            record = read_record(path)
+        except (OSError, ValueError):
+            return  # ended, and forgotten
+        if not locked or record.abandoned_at is not None:
+            return  # Lynx gave up on it itself, and said so
+        registry = JobRegistry(scheduler=record.scheduler, warn=log.warning)
+        job = _Job(record.step, record.job_name, slurm_env(record, os.environ), registry=registry, record=record)
+        job.cancelled = True
+        job.patience = grace
+        try:
+            found = job.find_answered()
+            if found is not None and found.state in ACTIVE_STATES:
+                job.end(found, reason, signal.SIGTERM, grace)
+            else:
+                job.ended = True
+        except _GaveUpError as gave_up:
+            job.abandon(reason, str(gave_up))
+        job.close(None)
 
 
 class _GaveUpError(Exception):

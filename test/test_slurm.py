@@ -22,7 +22,7 @@ from typing import Iterator
 import pexpect
 import psutil
 import pytest
-from conftest import clean_env, lynx_command, run_lynx, wait_for, write_config, write_script
+from conftest import clean_env, is_gone, lynx_command, run_lynx, wait_for, write_config, write_script
 
 from lynx.config import load_pipeline
 
@@ -325,6 +325,17 @@ except KeyboardInterrupt:
 """
 
 
+CHECKPOINT_ON_SIGTERM = """
+import signal
+def on_sigterm(signum, frame):
+    print("saving a checkpoint", flush=True)
+    open("checkpoint", "w").close()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_sigterm)
+time.sleep(600)
+"""
+
+
 def ctrl_c_and_expect(directory: Path, pipeline: str, started: str, *expected: str) -> None:
     """Run the pipeline in a terminal; once ``started`` shows, press Ctrl+C and expect the lines
     ``expected`` in order; Lynx exits 130 and leaves no job in the queue."""
@@ -607,3 +618,38 @@ def test_a_second_ctrl_c_on_a_schedule_still_leaves_no_job(tmp_path: Path, pipel
     assert "saving a checkpoint" in output
     assert re.search(r"SLURM job \d+ has ended\.", output), output
     assert jobs_of(pipeline) == []
+
+
+def test_a_job_is_cancelled_when_lynx_is_killed(tmp_path: Path, pipeline: str) -> None:
+    """Lynx SIGKILLed (the OOM killer): its watchdog ends the job as Lynx would have (SIGTERM first,
+    so the job can save a checkpoint), then srun; the job's record is gone."""
+    job_script(tmp_path, "train.py", CHECKPOINT_ON_SIGTERM)
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    log = tmp_path / "lynx.log"
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )
+    try:
+        found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
+        job_id = found.group(1)  # type: ignore[attr-defined]
+        sruns = [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]
+        assert sruns
+        lynx.kill()
+        lynx.wait()
+        wait_for(lambda: job_id not in jobs_of(pipeline), timeout=30)
+        wait_for(lambda: all(is_gone(each.pid, each.create_time()) for each in sruns), timeout=15)
+    finally:
+        if lynx.poll() is None:
+            lynx.kill()
+            lynx.wait()
+    assert (tmp_path / "checkpoint").exists()
+    text = log.read_text()
+    died = f"Step 1 (train.py) outlived Lynx (PID {lynx.pid}), which has died"
+    assert f"{died}: sending SIGTERM to SLURM job {job_id} (scancel)." in text
+    assert f"SLURM job {job_id} has ended." in text
+    assert list((tmp_path / ".lynx" / "jobs").glob("*.json")) == []

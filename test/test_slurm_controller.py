@@ -9,6 +9,7 @@ running at the same moment may fail meanwhile: run this module on its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import pexpect
 import psutil
 import pytest
 from conftest import clean_env, is_gone, lynx_command, run_lynx, wait_for, write_config
-from test_slurm import HOW_TO_RUN, _cluster_answers, job_script, jobs_of
+from test_slurm import HOW_TO_RUN, _cluster_answers, job_records, job_script, jobs_of
 
 STATE = Path(os.environ.get("LYNX_SLURM_DIR", "/tmp/lynx-slurm"))
 READY_TIMEOUT = 90
@@ -206,3 +207,47 @@ def test_a_second_ctrl_c_gives_up_waiting_for_the_controller_and_the_next_start_
     assert f"Cancelled SLURM job {job_id} " in started.stdout
     wait_for(lambda: job_id not in jobs_of(pipeline), timeout=60)
     assert records(tmp_path) == []
+
+
+def test_a_job_lynx_was_killed_from_with_the_controller_away_is_recorded_and_cancelled_by_the_next_stop(
+    tmp_path: Path, pipeline: str, controller: Controller
+) -> None:
+    """Lynx SIGKILLed while the controller is away: its watchdog ends srun, records that the job may
+    still run (in the log), and the next ``lynx stop`` here cancels it once the controller answers."""
+    job_script(tmp_path, "train.py", "time.sleep(600)")
+    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    log = tmp_path / "lynx.log"
+    lynx = subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )
+    try:
+        found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
+        job_id = found.group(1)  # type: ignore[attr-defined]
+        sruns = [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]
+        controller.stop()
+        try:
+            lynx.kill()
+            lynx.wait()
+            # srun goes after the grace; the watchdog says that the job may still run.
+            wait_for(lambda: all(is_gone(each.pid, each.create_time()) for each in sruns), timeout=30)
+            wait_for(lambda: "may still be running" in log.read_text(), timeout=30)
+        finally:
+            controller.start()
+    finally:
+        with contextlib.suppress(OSError):
+            lynx.kill()
+        lynx.wait()
+    text = log.read_text()
+    assert f"outlived Lynx (PID {lynx.pid}), which has died" in text
+    assert f"SLURM job {job_id} " in text and f"scancel {job_id}" in text
+    assert job_id in jobs_of(pipeline)
+    stopped = run_lynx("stop", "-y", cwd=tmp_path, timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert f"Cancelled SLURM job {job_id} " in stopped.stdout
+    wait_for(lambda: job_id not in jobs_of(pipeline), timeout=60)
+    assert records(tmp_path) == [] and job_records(tmp_path)

@@ -71,7 +71,7 @@ def start(
     _cancel_left_jobs(log.info, log.warning, environ)
     # What a finished step left running has a relay of its own: its lines never split the next step's.
     guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write, scheduler=name)
-    supervise_steps(guard)
+    supervise_steps(guard, log_file=options.log_file)
     history = recorder_for(os.getcwd(), pipeline.source, name, environ)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive
@@ -120,6 +120,9 @@ def start(
     except Terminated as terminated:
         log.warning(f"Lynx received {signal.Signals(terminated.signum).name} and has stopped.")
         return terminated.exit_code
+    finally:
+        if guard.watchdog is not None:
+            guard.watchdog.close()
     if scheduled:
         log.info("The schedule has ended.")
     return EXIT_OK if result.ok else EXIT_FAILED
