@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+
+from lynx.process import boot_id, process_start
 
 JOBS_DIR = os.path.join(".lynx", "jobs")
 # A record is a few hundred bytes: anything much larger is not one.
@@ -30,9 +31,12 @@ ACTIVE_STATES = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """One submitted job: how to find it again, whose it is, and why it may have been left."""
+class JobRecord(NamedTuple):
+    """One submitted job: how to find it again, whose it is, and why it may have been left.
+
+    A named tuple, not a dataclass: this module is imported by every start, status and stop,
+    and a dataclass of fifteen fields costs a millisecond and a half to build.
+    """
 
     # The job's name (lynx:<pipeline>:<step>) and its --comment, which no other job has.
     job_name: str
@@ -70,28 +74,8 @@ class JobRecord:
         return f"find it with 'squeue --name={self.job_name} -o \"%A %k\"' (comment '{self.tag}') and scancel it"
 
 
-_KEYS = tuple(each.name for each in fields(JobRecord) if each.name != "path")
+_KEYS = tuple(name for name in JobRecord._fields if name != "path")
 _OPTIONAL_TEXT = ("job_id", "scheduler", "boot_id", "slurm_conf", "abandoned_at", "why")
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22): with the boot's
-    id, an identity no reused PID and no clock change can fake. None where there is no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
 
 
 def owner_alive(record: JobRecord) -> bool:
@@ -147,7 +131,7 @@ class JobRegistry:
 
     def update(self, record: JobRecord, **changes: Any) -> JobRecord:
         """The record with ``changes`` (the job id once known; abandoned_at and why when Lynx gives up)."""
-        record = replace(record, **changes)
+        record = record._replace(**changes)
         self._write(record)
         return record
 
@@ -258,8 +242,7 @@ def read_record(path: str) -> JobRecord:
     return JobRecord(**{key: values.get(key) for key in _KEYS}, path=path)
 
 
-@dataclass(frozen=True)
-class LeftJob:
+class LeftJob(NamedTuple):
     """What became of a left job when Lynx tried to cancel it."""
 
     record: JobRecord
@@ -330,7 +313,7 @@ def _cancel_left(record: JobRecord, environ: Mapping[str, str]) -> LeftJob:
     if found is None:
         return LeftJob(record, "unanswered", _still_running(record, "squeue does not answer"))
     job_id, state = found
-    record = replace(record, job_id=job_id or record.job_id)
+    record = record._replace(job_id=job_id or record.job_id)
     if job_id is None or state not in ACTIVE_STATES:
         remove(record)
         return LeftJob(record, "ended", f"{record.what} has ended.")

@@ -13,10 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
-
-if TYPE_CHECKING:
-    from lynx.watchdog import Watchdog
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 # Seconds a step gets after each signal (the one forwarded, then SIGTERM) before the next.
 TERMINATE_GRACE = 5.0
@@ -36,6 +33,40 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP
 PR_SET_CHILD_SUBREAPER = 36
 
 log = logging.getLogger("lynx")
+
+
+class StepWatch(Protocol):
+    """Told which step's process runs, and which SLURM job, to end them should Lynx itself be
+    killed (the watchdog of :mod:`lynx.watchdog`)."""
+
+    def step_started(self, pid: int, label: str, job_record: str | None = None) -> None: ...
+
+    def step_ended(self, pid: int) -> None: ...
+
+    def job_started(self, record: str) -> None: ...
+
+    def job_done(self, record: str) -> None: ...
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22): with the boot's
+    id, an identity no reused PID and no clock change can fake. None where there is no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id, which start ticks count from."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -66,7 +97,7 @@ class StepGuard:
         grace: float = TERMINATE_GRACE,
         leftover_output: Callable[[bytes], None] | None = None,
         *,
-        watchdog: Watchdog | None = None,
+        watchdog: StepWatch | None = None,
         scheduler: str | None = None,
         job_record: str | None = None,
     ) -> None:
@@ -74,7 +105,8 @@ class StepGuard:
         grace: seconds a step gets after each signal before the next one.
         leftover_output: where leftovers' output goes, whole lines at a time (default: the
             ``on_output`` of the step that left them).
-        watchdog: told which step runs, to end it should Lynx itself be killed (lynx.watchdog).
+        watchdog: told which step runs, to end it should Lynx itself be killed (lynx.watchdog;
+            started before :func:`supervise_steps`).
         scheduler: the background scheduler's name, for records that outlive Lynx (lynx.jobs).
         job_record: the SLURM job record the steps started here serve (they are its srun): should
             Lynx die, the watchdog ends the job first.
@@ -192,14 +224,11 @@ class StepGuard:
         leftovers.adopt(fd)
 
 
-def supervise_steps(guard: StepGuard, *, log_file: str | None = None) -> None:
-    """Once, from the main thread, before the first step and any other thread: make job control,
-    orphans and Lynx's own death Lynx's business.
+def supervise_steps(guard: StepGuard) -> None:
+    """Once, from the main thread, before the first step: make job control and orphans Lynx's business.
 
     Ctrl+Z suspends the running step with Lynx, and ``fg``/``bg`` continue both (the step has its
-    own session, so the terminal's SIGTSTP reaches Lynx only). On Linux a watchdog is started
-    (:mod:`lynx.watchdog`; ``guard.watchdog``, to be closed as Lynx exits) that ends the running
-    step should Lynx be killed (SIGKILL), saying so in ``log_file``; and Lynx becomes a child
+    own session, so the terminal's SIGTSTP reaches Lynx only). On Linux Lynx becomes a child
     subreaper: a daemon a step starts with the classic double fork is re-parented to Lynx instead
     of to init, so Ctrl+C, SIGTERM and a timeout still find it.
     """
@@ -215,10 +244,6 @@ def supervise_steps(guard: StepGuard, *, log_file: str | None = None) -> None:
 
     signal.signal(signal.SIGTSTP, on_terminal_stop)
     if sys.platform.startswith("linux"):
-        from lynx.watchdog import start_watchdog
-
-        # Before becoming a subreaper: the watchdog, forked twice, must be adopted by init, not by Lynx.
-        guard.watchdog = start_watchdog(grace=guard.grace, log_file=log_file)
         guard.subreaper = _become_subreaper()
 
 

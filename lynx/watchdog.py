@@ -35,10 +35,9 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from lynx.jobs import process_start
+from lynx.process import process_start
 
 # A label is cut to this many characters: a message must stay within one atomic pipe write.
 LABEL_LIMIT = 200
@@ -99,8 +98,9 @@ class Watchdog:
 def start_watchdog(*, grace: float, log_file: str | None) -> Watchdog | None:
     """Fork the watchdog (Linux only: it needs ``/proc`` to tell processes apart); None where it cannot be.
 
-    Call it from the main thread before any other thread exists: a fork copies only the calling
-    thread, and a lock another thread held would stay locked in the copy.
+    Call it from the main thread before any other thread exists (a fork copies only the calling
+    thread, and a lock another thread held would stay locked in the copy), and before Lynx becomes
+    a child subreaper (:func:`lynx.process.supervise_steps`), so that init, not Lynx, adopts it.
     """
     if not sys.platform.startswith("linux") or threading.active_count() > 1 or process_start(os.getpid()) is None:
         return None
@@ -127,12 +127,14 @@ def start_watchdog(*, grace: float, log_file: str | None) -> Watchdog | None:
     return Watchdog(commands_write, done_read)
 
 
-@dataclass
 class _Step:
-    pid: int
-    ticks: int
-    job_record: str | None
-    label: str
+    """A step's process as Lynx described it (a plain class: the watchdog module loads with every run)."""
+
+    def __init__(self, pid: int, ticks: int, job_record: str | None, label: str) -> None:
+        self.pid = pid
+        self.ticks = ticks
+        self.job_record = job_record
+        self.label = label
 
 
 def _run(commands: int, done: int, *, lynx: int, grace: float, log_file: str | None) -> None:

@@ -15,7 +15,7 @@ from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Lyn
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
-from lynx.process import StepGuard, supervise_steps
+from lynx.process import TERMINATE_GRACE, StepGuard, supervise_steps
 from lynx.records import Pipeline
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 
@@ -70,8 +70,14 @@ def start(
     name = (options.name or pipeline.name) if options.detached else None
     _cancel_left_jobs(log.info, log.warning, environ)
     # What a finished step left running has a relay of its own: its lines never split the next step's.
-    guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write, scheduler=name)
-    supervise_steps(guard, log_file=options.log_file)
+    from lynx.watchdog import start_watchdog
+
+    # Started first: before any thread, and before Lynx becomes a subreaper (init must adopt it).
+    watchdog = start_watchdog(grace=TERMINATE_GRACE, log_file=options.log_file)
+    guard = StepGuard(
+        leftover_output=OutputRelay(output_screen, log_file=log_file).write, watchdog=watchdog, scheduler=name
+    )
+    supervise_steps(guard)
     history = recorder_for(os.getcwd(), pipeline.source, name, environ)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive
@@ -121,8 +127,8 @@ def start(
         log.warning(f"Lynx received {signal.Signals(terminated.signum).name} and has stopped.")
         return terminated.exit_code
     finally:
-        if guard.watchdog is not None:
-            guard.watchdog.close()
+        if watchdog is not None:
+            watchdog.close()
     if scheduled:
         log.info("The schedule has ended.")
     return EXIT_OK if result.ok else EXIT_FAILED
