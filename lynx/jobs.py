@@ -313,8 +313,12 @@ def _cancel_left(record: JobRecord, environ: Mapping[str, str]) -> LeftJob:
     if found is None:
         return LeftJob(record, "unanswered", _still_running(record, "squeue does not answer"))
     job_id, state = found
-    record = record._replace(job_id=job_id or record.job_id)
-    if job_id is None or state not in ACTIVE_STATES:
+    if job_id is None:
+        remove(record)
+        # Lynx was killed between recording the job and srun submitting it, or it ended long ago.
+        return LeftJob(record, "ended", f"{record.what} is not in SLURM's queue (it has ended, or was never queued).")
+    record = record._replace(job_id=job_id)
+    if state not in ACTIVE_STATES:
         remove(record)
         return LeftJob(record, "ended", f"{record.what} has ended.")
     _, said = slurm_command(["scancel", job_id], env)

@@ -336,6 +336,7 @@ class _Job:
                 return
             self.cancelled = True
             self.patience = None if stopping and first == signal.SIGINT else inner.grace
+            self.unanswered_since = None  # the patience counts from now, not from an earlier look
             try:
                 found = self.find_answered()
                 if found is None:
