@@ -7,12 +7,14 @@ would reach only a step's own process, and it fires when the *thread* that start
 thread exists (no interpreter start), and forks again so that init adopts it: it is in no one's
 tree, and nothing that walks Lynx's tree (``lynx stop``, a supervisor, a test) signals it.
 
-The watchdog holds the read end of a pipe whose only writer is Lynx. Lynx writes one line when a
-step's process starts (``S``: its PID, its start in clock ticks since boot, the SLURM job record it
-serves if it is ``srun``, its label) and ends (``E``), and when a SLURM job is submitted (``J``:
-its record in ``.lynx/jobs/``) and done (``D``). End of file means Lynx has exited. With nothing
-registered (a normal exit) the watchdog exits at once; Lynx waits for that, so no watchdog outlives
-a Lynx that exited. Otherwise Lynx died, and the watchdog does what Lynx would have done:
+The watchdog holds one end of a socket pair (``SOCK_SEQPACKET``: one message each, from whatever
+thread) whose other end only Lynx holds. Lynx sends a message when a step's process starts (``S``:
+its PID with a pidfd of it, an exact reference that no reused PID can fool, or else its start in
+clock ticks since boot; the SLURM job record it serves if it is ``srun``; its label) and ends
+(``E``), and when a SLURM job is submitted (``J``: its record in ``.lynx/jobs/``) and done (``D``).
+The end of the socket means Lynx has exited. With nothing registered (a normal exit) the watchdog
+exits at once (within a millisecond or two; Lynx does not wait for it). Otherwise Lynx died, and
+the watchdog does what Lynx would have done:
 
 - a SLURM job gets SIGTERM through ``scancel``, then SIGKILL after the grace, and is cancelled; if
   the controller does not answer within the grace, its record says so, and the next ``lynx start``,
@@ -20,9 +22,10 @@ a Lynx that exited. Otherwise Lynx died, and the watchdog does what Lynx would h
 - a step's tree (its process, its descendants, its process group and session) gets SIGTERM, then
   SIGKILL after the grace; ``srun`` only once its job has been dealt with.
 
-It never signals a process that is not the step's: the step's PID counts only with the start time
-Lynx read when it started it, and every other process through psutil, which checks that its PID
-has not been reused. It has its own session (a terminal's signals never reach it), its standard
+It never signals a process that is not the step's: the step's own process is known by its pidfd
+(or start time), its group and session only while that process is still there (their IDs are its
+PID), and every other process is signalled through psutil, which checks that its PID has not been
+reused. It has its own session (a terminal's signals never reach it), its standard
 streams on /dev/null and no other file of Lynx's open; what it does after Lynx's death it appends
 to Lynx's log file, if there is one.
 """
@@ -39,22 +42,40 @@ from typing import Any, Callable
 
 from lynx.process import process_start
 
-# A label is cut to this many characters: a message must stay within one atomic pipe write.
+# A label is cut to this many characters: a message stays small.
 LABEL_LIMIT = 200
+# How long Lynx waits to tell a watchdog that does not read (stopped, or gone) before it gives up on it.
+SEND_TIMEOUT = 1.0
 
 
 class Watchdog:
-    """Lynx's end of the pipe: tell the watchdog what runs, so that it can end it should Lynx die."""
+    """Lynx's end of the socket: tell the watchdog what runs, so that it can end it should Lynx die."""
 
-    def __init__(self, commands: int, done: int) -> None:
-        self._commands = commands
-        self._done = done
+    def __init__(self, channel: Any, middle: int) -> None:
+        self._channel = channel
+        # The process forked in between, which exits once it has forked the watchdog.
+        self._middle = middle
         self._warned = False
 
-    def step_started(self, pid: int, label: str, job_record: str | None = None) -> None:
+    def adopted(self) -> None:
+        """Return once init has adopted the watchdog (the process in between has exited and is reaped).
+        Call it before Lynx becomes a child subreaper: else Lynx, not init, would adopt it."""
+        if self._middle > 0:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._middle, 0)
+            self._middle = 0
+
+    def step_started(self, pid: int, label: str, job_record: str | None = None, pidfd: int | None = None) -> None:
+        """A step's process has started (``pidfd``: a pidfd of it, passed along: an exact reference)."""
+        job = job_record or "-"
+        if pidfd is not None:
+            self._send(f"S {pid} - {job} {label[:LABEL_LIMIT]}", pidfd)
+            return
+        # Without a pidfd (Linux before 5.3), the process is known by its start time instead: read
+        # now, while it cannot have been reaped.
         ticks = process_start(pid)
-        if ticks is not None:  # without its start time the watchdog could not tell the step's PID from another's
-            self._send(f"S {pid} {ticks} {job_record or '-'} {label[:LABEL_LIMIT]}")
+        if ticks is not None:
+            self._send(f"S {pid} {ticks} {job} {label[:LABEL_LIMIT]}")
 
     def step_ended(self, pid: int) -> None:
         self._send(f"E {pid}")
@@ -65,100 +86,104 @@ class Watchdog:
     def job_done(self, record: str) -> None:
         self._send(f"D {record}")
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Lynx is exiting normally: the watchdog sees the end of the pipe and exits; wait until it has."""
-        import select
+    def close(self) -> None:
+        """Lynx is exiting normally: the watchdog sees the end of the socket and exits at once (a
+        millisecond or two later: Lynx does not wait for that)."""
+        self.adopted()
+        self._channel.close()
 
-        if self._commands < 0:
+    def _send(self, line: str, fd: int | None = None) -> None:
+        # One message each (a SOCK_SEQPACKET socket keeps them apart, from whatever thread). A
+        # watchdog that stopped reading holds Lynx up once, for at most a second (the socket's
+        # timeout): then Lynx says so and tells it nothing more.
+        if self._warned:
             return
-        os.close(self._commands)
-        self._commands = -1
-        poller = select.poll()
-        poller.register(self._done, select.POLLIN)
-        poller.poll(int(timeout * 1000))  # its end of the 'done' pipe closes as it exits
-        os.close(self._done)
+        data = line.replace("\n", "\\n").replace("\r", "\\r").encode("utf-8", "replace")
+        import _socket
 
-    def _send(self, line: str) -> None:
-        # One write of a short line: atomic, so lines from several threads never mix. Non-blocking: a
-        # watchdog that stopped reading must never hold a step up.
-        data = (line.replace("\n", "\\n").replace("\r", "\\r") + "\n").encode("utf-8", "replace")
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))] if fd is not None else []
         try:
-            os.write(self._commands, data)
+            self._channel.sendmsg([data], rights)
         except OSError as error:
-            if not self._warned:
-                self._warned = True
-                from lynx.logs import get_logger
+            self._warned = True
+            from lynx.logs import get_logger
 
-                get_logger().warning(
-                    f"Lynx's watchdog cannot be told what runs ({error.strerror or error}): "
-                    "should Lynx be killed, its step would not be ended."
-                )
+            get_logger().warning(
+                f"Lynx's watchdog cannot be told what runs ({error.strerror or error or 'it does not read'}): "
+                "should Lynx be killed, its steps would not be ended."
+            )
 
 
 def start_watchdog(*, grace: float, log_file: str | None) -> Watchdog | None:
     """Fork the watchdog (Linux only: it needs ``/proc`` to tell processes apart); None where it cannot be.
 
     Call it from the main thread before any other thread exists (a fork copies only the calling
-    thread, and a lock another thread held would stay locked in the copy), and before Lynx becomes
-    a child subreaper (:func:`lynx.process.supervise_steps`), so that init, not Lynx, adopts it.
+    thread, and a lock another thread held would stay locked in the copy), and call
+    :meth:`Watchdog.adopted` before Lynx becomes a child subreaper (:func:`lynx.process.supervise_steps`),
+    so that init, not Lynx, adopts it: in between, Lynx can go on with its own set-up while the
+    process in between forks the watchdog and exits.
     """
     if not sys.platform.startswith("linux") or threading.active_count() > 1 or process_start(os.getpid()) is None:
         return None
-    commands_read, commands_write = os.pipe()
-    done_read, done_write = os.pipe()
+    # The C module alone: the socket module would cost a one-shot run 2 ms more to import.
+    import _socket
+
     lynx = os.getpid()
     try:
+        channel, watchdog_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         middle = os.fork()
     except OSError:
-        for fd in (commands_read, commands_write, done_read, done_write):
-            os.close(fd)
         return None
     if middle == 0:
         try:
             os.setsid()  # no terminal: Ctrl+C, Ctrl+Z and the terminal closing do not reach it
             if os.fork() == 0:
-                _run(commands_read, done_write, lynx=lynx, grace=grace, log_file=log_file)
+                _run(watchdog_end, lynx=lynx, grace=grace, log_file=log_file)
         finally:
             os._exit(0)  # never Lynx's own teardown (its buffers, its atexit handlers) in a copy
-    os.close(commands_read)
-    os.close(done_write)
-    os.waitpid(middle, 0)  # gone at once, once it has forked the watchdog
-    os.set_blocking(commands_write, False)
-    return Watchdog(commands_write, done_read)
+    watchdog_end.close()
+    channel.settimeout(SEND_TIMEOUT)
+    return Watchdog(channel, middle)
 
 
 class _Step:
-    """A step's process as Lynx described it (a plain class: the watchdog module loads with every run)."""
+    """A step's process as Lynx described it: a pidfd of it, else its start in clock ticks since boot."""
 
-    def __init__(self, pid: int, ticks: int, job_record: str | None, label: str) -> None:
+    def __init__(self, pid: int, pidfd: int | None, ticks: int | None, job_record: str | None, label: str) -> None:
         self.pid = pid
+        self.pidfd = pidfd
         self.ticks = ticks
         self.job_record = job_record
         self.label = label
 
+    def forget(self) -> None:
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+            self.pidfd = None
 
-def _run(commands: int, done: int, *, lynx: int, grace: float, log_file: str | None) -> None:
-    """The watchdog's life: read what Lynx says until the pipe ends; then, if Lynx died, end what ran."""
+
+def _run(channel: Any, *, lynx: int, grace: float, log_file: str | None) -> None:
+    """The watchdog's life: read what Lynx says until the socket ends; then, if Lynx died, end what ran."""
+    import _socket
     import gc
 
     # Objects copied from Lynx (its open files among them) must never be collected here: that would
     # close file descriptors that are by now the watchdog's own.
     gc.disable()
-    _detach(keep=(commands, done))
+    _detach(keep=(channel.fileno(),))
     _retitle(f"lynx-watchdog (Lynx PID {lynx})")
     steps: dict[int, _Step] = {}
     jobs: dict[str, None] = {}
-    pending = b""
     while True:
         try:
-            chunk = os.read(commands, 4096)
+            data, ancillary, _, _ = channel.recvmsg(4096, _socket.CMSG_SPACE(4))
         except InterruptedError:
             continue
-        if not chunk:
-            break
-        *lines, pending = (pending + chunk).split(b"\n")
-        for line in lines:
-            _take(line.decode("utf-8", "replace"), steps, jobs)
+        fds = [int.from_bytes(item[2][:4], sys.byteorder) for item in ancillary if item[1] == _socket.SCM_RIGHTS]
+        if not data and not fds:
+            break  # Lynx has closed its end: it has exited, or died
+        _take(data.decode("utf-8", "replace"), fds[0] if fds else None, steps, jobs)
     if steps or jobs:
         _after_death(steps, jobs, lynx=lynx, grace=grace, say=_log_writer(log_file))
 
@@ -208,20 +233,27 @@ def _retitle(title: str) -> None:
         pass  # an older kernel: it keeps Lynx's command line, and 'lynx-watchdog' as its name
 
 
-def _take(line: str, steps: dict[int, _Step], jobs: dict[str, None]) -> None:
+def _take(line: str, fd: int | None, steps: dict[int, _Step], jobs: dict[str, None]) -> None:
     kind, _, rest = line.partition(" ")
     try:
         if kind == "S":
             pid, ticks, job_record, label = [*rest.split(" ", 3), ""][:4]
-            steps[int(pid)] = _Step(int(pid), int(ticks), None if job_record == "-" else job_record, label)
+            steps[int(pid)] = _Step(
+                int(pid), fd, None if ticks == "-" else int(ticks), None if job_record == "-" else job_record, label
+            )
+            fd = None
         elif kind == "E":
-            steps.pop(int(rest), None)
+            step = steps.pop(int(rest), None)
+            if step is not None:
+                step.forget()
         elif kind == "J":
             jobs[rest] = None
         elif kind == "D":
             jobs.pop(rest, None)
     except ValueError:
-        pass  # not a line Lynx writes
+        pass  # not a message Lynx sends
+    if fd is not None:
+        os.close(fd)
 
 
 def _log_writer(log_file: str | None) -> Callable[[str, str], None]:
@@ -256,8 +288,12 @@ def _after_death(
         def emit(self, record: logging.LogRecord) -> None:
             say(record.levelname, record.getMessage())
 
-    # What the SLURM code logs goes to the log file too (Lynx's own handlers wrote to files now closed).
-    logging.getLogger("lynx").handlers = [ToLogFile()]
+    # What the SLURM code logs goes to the log file too (Lynx's own handlers, if it had set them up
+    # before the fork, wrote to files now closed).
+    logger = logging.getLogger("lynx")
+    logger.handlers = [ToLogFile()]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     workers = []
     for record in jobs:
         worker = threading.Thread(target=_end_job, args=(record, died, grace), daemon=True)
@@ -271,10 +307,13 @@ def _after_death(
 
 
 def _end_job(record: str, reason: str, grace: float) -> None:
+    from lynx.logs import get_logger
     from lynx.slurm import end_left_job
 
-    with contextlib.suppress(Exception):
+    try:
         end_left_job(record, reason=reason, grace=grace)
+    except Exception:  # a bug: its traceback goes to the log, and the record stays for the next 'lynx' command
+        get_logger().exception(f"Lynx's watchdog could not end the SLURM job of {record}; it stays recorded.")
 
 
 def _end_trees(steps: list[_Step], died: str, grace: float, say: Callable[[str, str], None]) -> None:
@@ -314,12 +353,19 @@ def _end_trees(steps: list[_Step], died: str, grace: float, say: Callable[[str, 
 
 
 def _leader(step: _Step, psutil: Any) -> Any:
-    """The step's own process, if it is still the one Lynx started (its start time matches)."""
+    """The step's own process, if it is still the one Lynx started (its pidfd still refers to it,
+    even as a zombie; or its start time matches)."""
     try:
         process = psutil.Process(step.pid)
     except psutil.Error:
         return None
-    # After psutil.Process(): psutil checks from now on that the PID is not reused before each signal.
+    # Checked after psutil.Process(): from now on psutil checks before each signal that the PID is not reused.
+    if step.pidfd is not None:
+        try:
+            signal.pidfd_send_signal(step.pidfd, 0)
+        except OSError:
+            return None
+        return process
     return process if process_start(step.pid) == step.ticks else None
 
 

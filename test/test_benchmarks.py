@@ -32,10 +32,11 @@ FIGURES = (
     "before",
     "commands",
     "step-keys",
+    "watchdog",
     "slurm",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
-MAY_SKIP = {"slurm", "imports", "before"}
+MAY_SKIP = {"slurm", "imports", "before", "watchdog"}
 HEADER = ["figure", "Lynx", "baseline", "ratio / diff", "target", "holds"]
 
 

@@ -52,6 +52,10 @@ def start(
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
     if options.log_file:
         _check_log_file(options.log_file, pipeline)
+    from lynx.watchdog import start_watchdog
+
+    # First, while Lynx has no thread: it ends the running step should Lynx be killed (lynx.watchdog).
+    watchdog = start_watchdog(grace=TERMINATE_GRACE, log_file=options.log_file)
 
     screen = None if options.detached else stdout
     color = screen is not None and color_wanted(screen, dict(environ))
@@ -69,11 +73,9 @@ def start(
     log = get_logger()
     name = (options.name or pipeline.name) if options.detached else None
     _cancel_left_jobs(log.info, log.warning, environ)
+    if watchdog is not None:
+        watchdog.adopted()  # before Lynx becomes a subreaper: init, not Lynx, must adopt it
     # What a finished step left running has a relay of its own: its lines never split the next step's.
-    from lynx.watchdog import start_watchdog
-
-    # Started first: before any thread, and before Lynx becomes a subreaper (init must adopt it).
-    watchdog = start_watchdog(grace=TERMINATE_GRACE, log_file=options.log_file)
     guard = StepGuard(
         leftover_output=OutputRelay(output_screen, log_file=log_file).write, watchdog=watchdog, scheduler=name
     )
