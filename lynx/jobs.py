@@ -18,9 +18,9 @@ import os
 import subprocess
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
+from lynx.history import JOBS_DIR
 from lynx.process import boot_id, process_start
 
-JOBS_DIR = os.path.join(".lynx", "jobs")
 # A record is a few hundred bytes: anything much larger is not one.
 MAX_RECORD = 64 * 1024
 # How long SLURM commands may take before the controller counts as not answering.

@@ -3,9 +3,11 @@
 Lynx ends its steps on Ctrl+C, SIGTERM, ``lynx stop`` and every error, but nothing can run in a
 process killed with SIGKILL (the OOM killer, ``kill -9``, a hard logout). ``PR_SET_PDEATHSIG``
 would reach only a step's own process, and it fires when the *thread* that started the step ends
-(a scheduler's steps start in worker threads). So each Lynx run forks a watchdog once, before any
-thread exists (no interpreter start), and forks again so that init adopts it: it is in no one's
-tree, and nothing that walks Lynx's tree (``lynx stop``, a supervisor, a test) signals it.
+(a scheduler's steps start in worker threads). So each Lynx run starts a watchdog once, through
+``sh -c '"$@" &'`` so that init adopts it: it is in no one's tree, and nothing that walks Lynx's
+tree (``lynx stop``, a supervisor, a test) signals it. It is spawned (``posix_spawn``: no copy of
+Lynx's memory, so Lynx pays neither a fork nor copy-on-write faults for the rest of its run) as a
+small interpreter of its own (``python -I``) that imports next to nothing until Lynx dies.
 
 The watchdog holds one end of a socket pair (``SOCK_SEQPACKET``: one message each, from whatever
 thread) whose other end only Lynx holds. Lynx sends a message when a step's process starts (``S``:
@@ -25,27 +27,28 @@ the watchdog does what Lynx would have done:
 It never signals a process that is not the step's: the step's own process is known by its pidfd
 (or start time), its group and session only while that process is still there (their IDs are its
 PID), and every other process is signalled through psutil, which checks that its PID has not been
-reused. It has its own session (a terminal's signals never reach it), its standard
-streams on /dev/null and no other file of Lynx's open; what it does after Lynx's death it appends
-to Lynx's log file, if there is one.
+reused. It has its own session (a terminal's signals never reach it), its standard streams on
+/dev/null and no other file of Lynx's open; what it does after Lynx's death it appends to Lynx's
+log file, if there is one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-import threading
-import time
-from typing import Any, Callable
 
-from lynx.process import process_start
+# Not typing's: importing typing would cost the watchdog's own start 4 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping
 
 # A label is cut to this many characters: a message stays small.
 LABEL_LIMIT = 200
 # How long Lynx waits to tell a watchdog that does not read (stopped, or gone) before it gives up on it.
 SEND_TIMEOUT = 1.0
+# The watchdog's program: the socket is its file descriptor 3.
+BOOT = "import sys; sys.path.insert(0, {root!r}); from lynx.watchdog import main; main()"
+CHANNEL_FD = 3
 
 
 class Watchdog:
@@ -53,16 +56,18 @@ class Watchdog:
 
     def __init__(self, channel: Any, middle: int) -> None:
         self._channel = channel
-        # The process forked in between, which exits once it has forked the watchdog.
+        # The sh in between, which exits once it has started the watchdog.
         self._middle = middle
         self._warned = False
 
     def adopted(self) -> None:
-        """Return once init has adopted the watchdog (the process in between has exited and is reaped).
+        """Return once init has adopted the watchdog (the sh in between has exited and is reaped).
         Call it before Lynx becomes a child subreaper: else Lynx, not init, would adopt it."""
         if self._middle > 0:
-            with contextlib.suppress(ChildProcessError):
+            try:  # noqa: SIM105 - contextlib would cost the watchdog's start
                 os.waitpid(self._middle, 0)
+            except ChildProcessError:
+                pass
             self._middle = 0
 
     def step_started(self, pid: int, label: str, job_record: str | None = None, pidfd: int | None = None) -> None:
@@ -73,6 +78,8 @@ class Watchdog:
             return
         # Without a pidfd (Linux before 5.3), the process is known by its start time instead: read
         # now, while it cannot have been reaped.
+        from lynx.process import process_start
+
         ticks = process_start(pid)
         if ticks is not None:
             self._send(f"S {pid} {ticks} {job} {label[:LABEL_LIMIT]}")
@@ -114,36 +121,85 @@ class Watchdog:
             )
 
 
-def start_watchdog(*, grace: float, log_file: str | None) -> Watchdog | None:
-    """Fork the watchdog (Linux only: it needs ``/proc`` to tell processes apart); None where it cannot be.
+def start_watchdog(*, grace: float, log_file: str | None, environ: Mapping[str, str] = os.environ) -> Watchdog | None:
+    """Start the watchdog (Linux only: it needs ``/proc`` to tell processes apart); None where it cannot be.
 
-    Call it from the main thread before any other thread exists (a fork copies only the calling
-    thread, and a lock another thread held would stay locked in the copy), and call
-    :meth:`Watchdog.adopted` before Lynx becomes a child subreaper (:func:`lynx.process.supervise_steps`),
-    so that init, not Lynx, adopts it: in between, Lynx can go on with its own set-up while the
-    process in between forks the watchdog and exits.
+    Call :meth:`Watchdog.adopted` before Lynx becomes a child subreaper (:func:`lynx.process.supervise_steps`),
+    so that init, not Lynx, adopts it: in between, Lynx can go on with its own set-up while the sh in
+    between starts the watchdog and exits.
+
+    Args:
+        grace: seconds a step gets after SIGTERM before SIGKILL.
+        log_file: Lynx's log file (relative to the working directory, which the watchdog shares).
+        environ: the watchdog's environment (SLURM's commands read theirs from it).
     """
-    if not sys.platform.startswith("linux") or threading.active_count() > 1 or process_start(os.getpid()) is None:
+    from lynx.process import process_start
+
+    if not sys.platform.startswith("linux") or process_start(os.getpid()) is None:
         return None
     # The C module alone: the socket module would cost a one-shot run 2 ms more to import.
     import _socket
 
-    lynx = os.getpid()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # Where Lynx found psutil and its other packages (-I -S leave out site-packages, PYTHONPATH and a
+    # user site: a start of a few milliseconds), for the watchdog to import them should Lynx die;
+    # never the working directory.
+    cwd = os.getcwd()
+    paths = os.pathsep.join(path for path in sys.path if os.path.isabs(path) and path != cwd)
+    argv = [
+        "sh", "-c", '"$@" &', "lynx-watchdog",
+        sys.executable, "-I", "-S", "-c", BOOT.format(root=root), str(os.getpid()), repr(float(grace)), log_file or "",
+        paths,
+    ]  # fmt: skip
     try:
         channel, watchdog_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        middle = os.fork()
     except OSError:
         return None
-    if middle == 0:
-        try:
-            os.setsid()  # no terminal: Ctrl+C, Ctrl+Z and the terminal closing do not reach it
-            if os.fork() == 0:
-                _run(watchdog_end, lynx=lynx, grace=grace, log_file=log_file)
-        finally:
-            os._exit(0)  # never Lynx's own teardown (its buffers, its atexit handlers) in a copy
-    watchdog_end.close()
+    try:
+        middle = os.posix_spawn(
+            "/bin/sh",
+            argv,
+            dict(environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, watchdog_end.fileno(), CHANNEL_FD),
+            ],
+            setsid=True,  # no terminal: Ctrl+C, Ctrl+Z and the terminal closing do not reach it
+        )
+    except OSError:
+        channel.close()
+        return None
+    finally:
+        watchdog_end.close()
     channel.settimeout(SEND_TIMEOUT)
     return Watchdog(channel, middle)
+
+
+def main() -> None:
+    """The watchdog's program (``python -I -c BOOT LYNX_PID GRACE LOG_FILE PATHS``, the socket on fd 3):
+    read what Lynx says until the socket ends; then, if Lynx died, end what ran."""
+    import _socket
+
+    lynx, grace, log_file, paths = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] or None, sys.argv[4]
+    _detach(keep=CHANNEL_FD)
+    _retitle(f"lynx-watchdog (Lynx PID {lynx})")
+    channel = _socket.socket(fileno=CHANNEL_FD)
+    steps: dict[int, _Step] = {}
+    jobs: dict[str, None] = {}
+    while True:
+        try:
+            data, ancillary, _, _ = channel.recvmsg(4096, _socket.CMSG_SPACE(4))
+        except InterruptedError:
+            continue
+        fds = [int.from_bytes(item[2][:4], sys.byteorder) for item in ancillary if item[1] == _socket.SCM_RIGHTS]
+        if not data and not fds:
+            break  # Lynx has closed its end: it has exited, or died
+        _take(data.decode("utf-8", "replace"), fds[0] if fds else None, steps, jobs)
+    if steps or jobs:
+        sys.path += [path for path in paths.split(os.pathsep) if path and path not in sys.path]
+        _after_death(steps, jobs, lynx=lynx, grace=grace, say=_log_writer(log_file))
 
 
 class _Step:
@@ -158,54 +214,31 @@ class _Step:
 
     def forget(self) -> None:
         if self.pidfd is not None:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib would cost the watchdog's start
                 os.close(self.pidfd)
+            except OSError:
+                pass
             self.pidfd = None
 
 
-def _run(channel: Any, *, lynx: int, grace: float, log_file: str | None) -> None:
-    """The watchdog's life: read what Lynx says until the socket ends; then, if Lynx died, end what ran."""
-    import _socket
-    import gc
+def _detach(keep: int) -> None:
+    """Let go of everything of Lynx's (its standard streams are /dev/null already): every other file
+    descriptor closed (those Lynx got without close-on-exec from whoever started it), and a
+    terminal's signals ignored."""
+    import _signal  # signal's C module: the module itself (with enum) would cost the watchdog's start
 
-    # Objects copied from Lynx (its open files among them) must never be collected here: that would
-    # close file descriptors that are by now the watchdog's own.
-    gc.disable()
-    _detach(keep=(channel.fileno(),))
-    _retitle(f"lynx-watchdog (Lynx PID {lynx})")
-    steps: dict[int, _Step] = {}
-    jobs: dict[str, None] = {}
-    while True:
-        try:
-            data, ancillary, _, _ = channel.recvmsg(4096, _socket.CMSG_SPACE(4))
-        except InterruptedError:
-            continue
-        fds = [int.from_bytes(item[2][:4], sys.byteorder) for item in ancillary if item[1] == _socket.SCM_RIGHTS]
-        if not data and not fds:
-            break  # Lynx has closed its end: it has exited, or died
-        _take(data.decode("utf-8", "replace"), fds[0] if fds else None, steps, jobs)
-    if steps or jobs:
-        _after_death(steps, jobs, lynx=lynx, grace=grace, say=_log_writer(log_file))
-
-
-def _detach(keep: tuple[int, ...]) -> None:
-    """Let go of everything of Lynx's: standard streams on /dev/null, every other file closed, the
-    signals Lynx handles back to their defaults (a terminal's ignored)."""
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        if fd != null:
-            os.dup2(null, fd)
     try:
         open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
         open_fds = list(range(3, 1024))
     for fd in open_fds:
-        if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):
+        if fd > 2 and fd != keep:
+            try:  # noqa: SIM105 - contextlib would cost the watchdog's start
                 os.close(fd)
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            except OSError:
+                pass
+    for name in ("SIGINT", "SIGHUP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGQUIT"):
+        _signal.signal(getattr(_signal, name), _signal.SIG_IGN)
 
 
 def _retitle(title: str) -> None:
@@ -215,8 +248,11 @@ def _retitle(title: str) -> None:
     The command line is the memory between ``arg_start`` and ``arg_end`` (/proc/self/stat): it is
     overwritten through /proc/self/mem, the title then a NUL (where /proc stops reading).
     """
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w", encoding="ascii") as comm:
-        comm.write("lynx-watchdog")
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as comm:
+            comm.write("lynx-watchdog")
+    except OSError:
+        pass
     try:
         with open("/proc/self/stat", "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
@@ -263,6 +299,9 @@ def _log_writer(log_file: str | None) -> Callable[[str, str], None]:
     def say(level: str, message: str) -> None:
         if not log_file:
             return
+        import contextlib
+        import time
+
         from lynx.logs import _line_prefix
 
         with contextlib.suppress(OSError):
@@ -280,6 +319,7 @@ def _after_death(
 ) -> None:
     """End what Lynx left running: its SLURM jobs and plain steps at once, each srun after its job."""
     import logging
+    import threading
 
     # As Lynx says why it ends a step: "Step 2 (train.py) outlived Lynx (PID 4242), which has died: ending it (...)".
     died = f"outlived Lynx (PID {lynx}), which has died"
@@ -320,6 +360,9 @@ def _end_trees(steps: list[_Step], died: str, grace: float, say: Callable[[str, 
     """SIGTERM to each step's tree, then SIGKILL to what is left of it after ``grace`` seconds, each said."""
     if not steps:
         return
+    import signal
+    import time
+
     import psutil
 
     leaders = {step.pid: _leader(step, psutil) for step in steps}
@@ -333,22 +376,22 @@ def _end_trees(steps: list[_Step], died: str, grace: float, say: Callable[[str, 
             f"PID {step.pid} and {len(others)} more process(es)" if leader else f"{len(others)} process(es) it started"
         )
         say("WARNING", f"{step.label} {died}: ending it (SIGTERM to {whom}).")
-    _signal(members, signal.SIGTERM)
-    _signal(members, signal.SIGCONT)  # a step suspended with Ctrl+Z could not act on SIGTERM
+    _signal_members(members, signal.SIGTERM)
+    _signal_members(members, signal.SIGCONT)  # a step suspended with Ctrl+Z could not act on SIGTERM
     deadline = time.monotonic() + grace
     while any(members.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
         for step in steps:
             found = _members(step, leaders[step.pid], members[step.pid], psutil)
             # Found only now (started while being ended): SIGTERM too, and SIGKILL with the rest.
-            _signal({step.pid: [each for each in found if each not in members[step.pid]]}, signal.SIGTERM)
+            _signal_members({step.pid: [each for each in found if each not in members[step.pid]]}, signal.SIGTERM)
             members[step.pid] = found
     for step in steps:
         if members[step.pid]:
             say("WARNING", f"{step.label} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
         else:
             say("INFO", f"{step.label} has ended.")
-    _signal(members, signal.SIGKILL)
+    _signal_members(members, signal.SIGKILL)
     psutil.wait_procs([each for found in members.values() for each in found], timeout=2)
 
 
@@ -359,6 +402,10 @@ def _leader(step: _Step, psutil: Any) -> Any:
         process = psutil.Process(step.pid)
     except psutil.Error:
         return None
+    import signal
+
+    from lynx.process import process_start
+
     # Checked after psutil.Process(): from now on psutil checks before each signal that the PID is not reused.
     if step.pidfd is not None:
         try:
@@ -373,6 +420,8 @@ def _members(step: _Step, leader: Any, known: list[Any], psutil: Any) -> list[An
     """The step's processes still running: while its own process is there (even as a zombie, its PID
     is the group's and the session's ID), it, its descendants and its group and session; after
     that, those known and their descendants."""
+    import contextlib
+
     found: dict[int, Any] = {}
     for each in known:
         with contextlib.suppress(psutil.Error):
@@ -398,7 +447,9 @@ def _running(process: Any, psutil: Any) -> bool:
         return False
 
 
-def _signal(members: dict[int, list[Any]], signum: int) -> None:
+def _signal_members(members: dict[int, list[Any]], signum: int) -> None:
+    import contextlib
+
     import psutil
 
     for found in members.values():

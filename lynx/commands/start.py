@@ -139,11 +139,14 @@ def start(
 def _cancel_left_jobs(info: Callable[[str], None], warning: Callable[[str], None], environ: Mapping[str, str]) -> None:
     """SLURM jobs an earlier Lynx here could not end (it was killed, or the controller did not
     answer) are cancelled now, if SLURM answers; those that may still run are named."""
-    from lynx.jobs import cancel_left_jobs, has_records
+    from lynx.history import JOBS_DIR
 
-    if has_records():
-        for left in cancel_left_jobs(environ=environ, on_error=warning):
-            (warning if left.outcome == "unanswered" else info)(left.message)
+    if not os.path.isdir(JOBS_DIR):
+        return  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
+    for left in cancel_left_jobs(environ=environ, on_error=warning):
+        (warning if left.outcome == "unanswered" else info)(left.message)
 
 
 def _entry_reporter(name: str, pipeline: Pipeline) -> Any:

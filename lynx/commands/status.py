@@ -49,14 +49,17 @@ def status(
 
 def _cancel_left_jobs(directory: Path, stderr: TextIO) -> None:
     """SLURM jobs a Lynx here could not end are cancelled now, if SLURM answers; said on stderr."""
-    from lynx.jobs import cancel_left_jobs, has_records
+    from lynx.history import JOBS_DIR
 
-    if has_records(str(directory)):
-        for left in cancel_left_jobs(str(directory), on_error=lambda message: _warn(stderr, message)):
-            if left.outcome == "unanswered":
-                _warn(stderr, left.message)
-            else:
-                stderr.write(left.message + "\n")
+    if not os.path.isdir(directory / JOBS_DIR):
+        return  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
+    for left in cancel_left_jobs(str(directory), on_error=lambda message: _warn(stderr, message)):
+        if left.outcome == "unanswered":
+            _warn(stderr, left.message)
+        else:
+            stderr.write(left.message + "\n")
 
 
 def describe(entry: SchedulerEntry, now: datetime) -> dict[str, Any]:

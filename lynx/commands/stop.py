@@ -82,10 +82,12 @@ def stop(
 def _cancel_left_jobs(directory: Path, say: Callable[[str], None], problems: list[str]) -> bool:
     """Cancel the SLURM jobs left here, if SLURM answers; a job that may still run is a problem
     (exit 1), never a silent success. Whether any job was left."""
-    from lynx.jobs import cancel_left_jobs, has_records
+    from lynx.history import JOBS_DIR
 
-    if not has_records(str(directory)):
-        return False
+    if not (directory / JOBS_DIR).is_dir():
+        return False  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
     # A stopped scheduler's watchdog may be ending its job right now: wait for it to be done.
     left = cancel_left_jobs(str(directory), on_error=problems.append, wait=2 * daemon.stop_grace())
     for each in left:
