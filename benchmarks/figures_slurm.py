@@ -120,7 +120,8 @@ def _overhead(bench: Bench, cwd: Path) -> Row:
         samples={side: [f.wall for f in found] for side, found in runs.items()},
         note=f"the local fixed cost in the same rounds: `lynx start -ni` {fmt_ms(wall['local'])} vs "
         f"`python step.py` {fmt_ms(wall['python'])}, {fmt_diff_ms(local)}; so a SLURM step costs Lynx "
-        f"{fmt_diff_ms(slurm - local)} more than a local one (the `scontrol ping` check, squeue looks)",
+        f"{fmt_diff_ms(slurm - local)} more than a local one (the check: `scontrol ping` with `srun --test-only`; the "
+        "job's record in .lynx/jobs/; squeue looks)",
     )
 
 

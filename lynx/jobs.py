@@ -154,16 +154,28 @@ class JobRegistry:
 
 
 def write_record(record: JobRecord, *, make_folder: bool = False) -> None:
-    """Replace the record's file by a new one (no fsync: a record only has to outlive Lynx, not the machine)."""
-    from pathlib import Path
-
-    from lynx.state import write_json_atomically
+    """Replace the record's file by a new one (temp file + ``os.replace``; no fsync: a record only has
+    to outlive Lynx, not the machine), with the modes the umask gives."""
+    from lynx.history import to_json  # the history's own JSON writer: the json package costs a millisecond
 
     assert record.path is not None
-    path = Path(record.path)
+    folder, name = os.path.split(record.path)
     if make_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(path, {key: getattr(record, key) for key in _KEYS}, durable=False)
+        os.makedirs(folder or ".", exist_ok=True)
+    temp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    data = (to_json({key: getattr(record, key) for key in _KEYS}) + "\n").encode("utf-8")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(28, "the record was only partly written (is the disk full?)")
+        finally:
+            os.close(fd)
+        os.replace(temp, record.path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def remove(record: JobRecord) -> None:
