@@ -34,8 +34,8 @@ ACTIVE_STATES = frozenset(
 class JobRecord(NamedTuple):
     """One submitted job: how to find it again, whose it is, and why it may have been left.
 
-    A named tuple, not a dataclass: this module is imported by every start, status and stop,
-    and a dataclass of fifteen fields costs a millisecond and a half to build.
+    A named tuple, not a dataclass: a dataclass of fifteen fields costs each SLURM run a
+    millisecond and a half to build.
     """
 
     # The job's name (lynx:<pipeline>:<step>) and its --comment, which no other job has.
@@ -185,7 +185,7 @@ def remove(record: JobRecord) -> None:
 
 
 def has_records(directory: str = "") -> bool:
-    """Whether any job is recorded (a directory listing: what start, status and stop pay when none is)."""
+    """Whether any job is recorded (a directory listing: what a scheduler pays before each SLURM step)."""
     try:
         names = os.listdir(os.path.join(directory, JOBS_DIR))
     except OSError:
@@ -334,9 +334,10 @@ def _cancel_left(record: JobRecord, environ: Mapping[str, str]) -> LeftJob:
         remove(record)
         return LeftJob(record, "ended", f"{record.what} has ended.")
     _, said = slurm_command(["scancel", job_id], env)
-    if said and find_job(record, env) != (None, ""):
+    if said:
+        # scancel refused it: right, if it has ended meanwhile.
         again = find_job(record, env)
-        if again is None or again[1] in ACTIVE_STATES:
+        if again is None or (again[0] is not None and again[1] in ACTIVE_STATES):
             return LeftJob(record, "unanswered", _still_running(record, f"scancel {job_id}: {said}"))
     remove(record)
     return LeftJob(record, "cancelled", f"Cancelled {record.what}, which was left {state}.")

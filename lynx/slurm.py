@@ -203,7 +203,7 @@ def end_left_job(path: str, *, reason: str, grace: float) -> None:
         except (OSError, ValueError):
             return  # ended, and forgotten
         if not locked or record.abandoned_at is not None:
-            return  # Lynx gave up on it itself, and said so
+            return  # another Lynx is at it; or Lynx gave up on it itself, and said so
         registry = JobRegistry(scheduler=record.scheduler, warn=log.warning)
         job = _Job(record.step, record.job_name, slurm_env(record, os.environ), registry=registry, record=record)
         job.cancelled = True
