@@ -348,7 +348,7 @@ def _after_death(
 
 def _end_job(record: str, reason: str, grace: float) -> None:
     from lynx.logs import get_logger
-    from lynx.slurm import end_left_job
+    from lynx.slurm_job import end_left_job
 
     try:
         end_left_job(record, reason=reason, grace=grace)
