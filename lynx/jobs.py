@@ -193,7 +193,7 @@ def has_records(directory: str = "") -> bool:
     return any(name.endswith(".json") and not name.startswith(".") for name in names)
 
 
-def read_records(directory: str = "", *, on_error: Callable[[str], None]) -> list[JobRecord]:
+def read_records(directory: str = "", *, on_error: Callable[[str], object]) -> list[JobRecord]:
     """Every readable record; one that is not (a symlink, a FIFO, too large, not a record) is named
     through ``on_error`` and left alone."""
     folder = os.path.join(directory, JOBS_DIR)
@@ -251,7 +251,8 @@ def read_record(path: str) -> JobRecord:
         raise ValueError("'owner_pid' is not a positive number")
     if values.get("job_id") is not None and not values["job_id"].isdigit():
         raise ValueError("'job_id' is not a job id")
-    return JobRecord(**{key: values.get(key) for key in _KEYS}, path=path)
+    fields: dict[str, Any] = {key: values.get(key) for key in _KEYS}
+    return JobRecord(**fields, path=path)
 
 
 class LeftJob(NamedTuple):
@@ -267,7 +268,7 @@ def cancel_left_jobs(
     directory: str = "",
     *,
     environ: Mapping[str, str] = os.environ,
-    on_error: Callable[[str], None],
+    on_error: Callable[[str], object],
     wait: float = 0.0,
 ) -> list[LeftJob]:
     """Cancel the recorded jobs whose Lynx has died or gave up on them, once the controller answers.

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from lynx.errors import ConfigError
 
@@ -44,34 +44,35 @@ def check_cluster(
                 "(install the SLURM client commands)"
             )
     # Steps with the same options (and the same SLURM_* variables, which srun reads too) get one question.
-    asked: dict[tuple[object, ...], tuple[Step, subprocess.Popen[str]]] = {}
-    keys: dict[int, tuple[object, ...]] = {}
+    asked: dict[tuple[Any, ...], tuple[Step, subprocess.Popen[str]]] = {}
+    keys: dict[int, tuple[Any, ...]] = {}
     ping = _spawn(["scontrol", "ping"], environ)
     try:
         for step in steps:
             env = step.environment(environ)
-            key = keys[step.number] = (step.slurm, tuple(sorted(_slurm_variables(env))))
-            if key not in asked:
-                command = srun_command(step, pipeline=pipeline.name, python=python)
+            options: tuple[Any, ...] = (step.slurm, tuple(sorted(_slurm_variables(env))))
+            keys[step.number] = options
+            if options not in asked:
+                srun = srun_command(step, pipeline=pipeline.name, python=python)
                 # Without --quiet, srun says when and where the job would start.
-                test = ["srun", "--test-only", *(word for word in command[1:] if word != "--quiet")]
-                asked[key] = (step, _spawn(test, env))
+                test = ["srun", "--test-only", *(word for word in srun[1:] if word != "--quiet")]
+                asked[options] = (step, _spawn(test, env))
         deadline = time.monotonic() + COMMAND_TIMEOUT
         down = _controller_down(ping, deadline)
         if down is not None:
             raise ConfigError(f"{_where(pipeline, first)}: the SLURM controller does not answer ({down})")
-        answers = {}
-        for key, (step, popen) in sorted(asked.items(), key=lambda item: item[1][0].number):
+        answers: dict[tuple[Any, ...], str] = {}
+        for options, (step, popen) in sorted(asked.items(), key=lambda item: item[1][0].number):
             accepted, said = _answer(popen, deadline)
             if not accepted:
                 raise ConfigError(f"{_where(pipeline, step)}: SLURM would refuse the job: {said} (srun --test-only)")
-            answers[key] = f"SLURM would accept it: {said}"
+            answers[options] = f"SLURM would accept it: {said}"
     finally:
         for popen in [ping, *(popen for _, popen in asked.values())]:
             if popen.poll() is None:
                 popen.kill()
                 popen.communicate()
-    return {number: answers[key] for number, key in keys.items()}
+    return {number: answers[options] for number, options in keys.items()}
 
 
 def _slurm_variables(env: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -225,7 +225,7 @@ def _detach(keep: int) -> None:
     """Let go of everything of Lynx's (its standard streams are /dev/null already): every other file
     descriptor closed (those Lynx got without close-on-exec from whoever started it), and a
     terminal's signals ignored."""
-    import _signal  # signal's C module: the module itself (with enum) would cost the watchdog's start
+    import _signal  # type: ignore[import-not-found]  # signal's C module: signal (with enum) costs the start
 
     try:
         open_fds = [int(name) for name in os.listdir("/proc/self/fd")]

@@ -136,7 +136,9 @@ def start(
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _cancel_left_jobs(info: Callable[[str], None], warning: Callable[[str], None], environ: Mapping[str, str]) -> None:
+def _cancel_left_jobs(
+    info: Callable[[str], object], warning: Callable[[str], object], environ: Mapping[str, str]
+) -> None:
     """SLURM jobs an earlier Lynx here could not end (it was killed, or the controller did not
     answer) are cancelled now, if SLURM answers; those that may still run are named."""
     from lynx.history import JOBS_DIR
