@@ -129,7 +129,7 @@ def test_sigkill_of_a_one_shot_lynx_ends_the_steps_tree_and_nothing_else(
         killed = time.monotonic()
         # The watchdog holds none of Lynx's streams: whoever reads Lynx's output sees its end at once.
         lynx.communicate(timeout=2)
-        wait_for(lambda: gone(tree["step"]) and gone(tree["child"]), timeout=3)
+        wait_for(lambda: gone(tree["step"]) and gone(tree["child"]), timeout=5)
         ended = time.monotonic() - killed
         assert not gone(tree["grandchild"]), "SIGKILL came before the grace"
         wait_for(lambda: gone(tree["grandchild"]), timeout=GRACE + 3)
@@ -141,7 +141,7 @@ def test_sigkill_of_a_one_shot_lynx_ends_the_steps_tree_and_nothing_else(
             lynx.wait()
         with contextlib.suppress(OSError, UnboundLocalError):
             service.kill()
-    assert ended < 1.5, f"the step took {ended:.1f} s to end"
+    assert ended < 2, f"the step took {ended:.1f} s to end"  # about a second, on a busy 2-core machine
     assert GRACE - 0.5 <= killed_after <= GRACE + 2.5, f"the grandchild was killed after {killed_after:.1f} s"
     assert signals_of(tmp_path, "step") == ["SIGTERM"]
     assert signals_of(tmp_path, "child") == ["SIGTERM"]
@@ -168,10 +168,10 @@ def test_sigkill_of_a_background_scheduler_ends_the_step_it_runs_in_a_worker_thr
     tree = started(lynx_dir, "step", "child", "grandchild")
     scheduler.kill()
     killed = time.monotonic()
-    wait_for(lambda: gone(tree["step"]) and gone(tree["child"]), timeout=3)
+    wait_for(lambda: gone(tree["step"]) and gone(tree["child"]), timeout=5)
     ended = time.monotonic() - killed
     wait_for(lambda: gone(tree["grandchild"]), timeout=GRACE + 3)
-    assert ended < 1.5, f"the step took {ended:.1f} s to end"
+    assert ended < 2, f"the step took {ended:.1f} s to end"  # about a second, on a busy 2-core machine
     assert signals_of(lynx_dir, "grandchild") == ["SIGTERM"]
     assert not gone(bystander) and signals_of(lynx_dir, "bystander") == []
     text = (lynx_dir / "lynx.log").read_text()
