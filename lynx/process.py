@@ -52,7 +52,7 @@ def process_start(pid: int) -> int | None:
     """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22): with the boot's
     id, an identity no reused PID and no clock change can fake. None where there is no ``/proc``."""
     try:
-        # os.open and one read: a third of the cost of open() (it is paid once per step).
+        # os.open and one read: a third of the cost of open() (paid per step where there is no pidfd).
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
             stat = os.read(fd, 4096)
