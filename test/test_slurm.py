@@ -620,15 +620,15 @@ def test_a_second_ctrl_c_on_a_schedule_still_leaves_no_job(tmp_path: Path, pipel
     assert jobs_of(pipeline) == []
 
 
-def test_a_job_is_cancelled_when_lynx_is_killed(tmp_path: Path, pipeline: str) -> None:
+def test_a_job_is_cancelled_when_lynx_is_killed(lynx_dir: Path, pipeline: str) -> None:
     """Lynx SIGKILLed (the OOM killer): its watchdog ends the job as Lynx would have (SIGTERM first,
     so the job can save a checkpoint), then srun; the job's record is gone."""
-    job_script(tmp_path, "train.py", CHECKPOINT_ON_SIGTERM)
-    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    log = tmp_path / "lynx.log"
+    job_script(lynx_dir, "train.py", CHECKPOINT_ON_SIGTERM)
+    write_config(lynx_dir, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    log = lynx_dir / "lynx.log"
     lynx = subprocess.Popen(
         [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
-        cwd=tmp_path,
+        cwd=lynx_dir,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -648,8 +648,8 @@ def test_a_job_is_cancelled_when_lynx_is_killed(tmp_path: Path, pipeline: str) -
         if lynx.poll() is None:
             lynx.kill()
             lynx.wait()
-    assert (tmp_path / "checkpoint").exists()
+    assert (lynx_dir / "checkpoint").exists()
     text = log.read_text()
     died = f"Step 1 (train.py) outlived Lynx (PID {lynx.pid}), which has died"
     assert f"{died}: sending SIGTERM to SLURM job {job_id} (scancel)." in text
-    assert list((tmp_path / ".lynx" / "jobs").glob("*.json")) == []
+    assert list((lynx_dir / ".lynx" / "jobs").glob("*.json")) == []

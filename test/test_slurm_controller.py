@@ -163,16 +163,16 @@ def test_lynx_stop_with_the_controller_away_names_the_job_and_the_next_status_ca
 
 
 def test_a_second_ctrl_c_gives_up_waiting_for_the_controller_and_the_next_start_cancels_the_job(
-    tmp_path: Path, pipeline: str, controller: Controller
+    lynx_dir: Path, pipeline: str, controller: Controller
 ) -> None:
     """Item 12: the first Ctrl+C waits for the controller and says how to stop waiting; the second
     exits at once, naming the job that may still run and the scancel command."""
-    job_script(tmp_path, "train.py", "time.sleep(600)")
-    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    job_script(lynx_dir, "train.py", "time.sleep(600)")
+    write_config(lynx_dir, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     child = pexpect.spawn(
         lynx_command()[0],
         ["start", "-ni", "-cf", f"{pipeline}.yaml"],
-        cwd=str(tmp_path),
+        cwd=str(lynx_dir),
         env=clean_env(),
         encoding="utf-8",
         timeout=60,
@@ -197,29 +197,29 @@ def test_a_second_ctrl_c_gives_up_waiting_for_the_controller_and_the_next_start_
         controller.start()
     assert child.exitstatus == 130
     assert took < 5, f"{took:.1f} s after the second Ctrl+C"
-    assert [record.name for record in records(tmp_path)]
+    assert [record.name for record in records(lynx_dir)]
     assert job_id in jobs_of(pipeline)
     # The next 'lynx start' here, even of a config without SLURM steps, cancels it.
-    (tmp_path / "local.py").write_text("print('local')\n")
-    write_config(tmp_path, "steps:\n  - script: local.py\n", name="local.yaml")
-    started = run_lynx("start", "-ni", "-cf", "local.yaml", cwd=tmp_path)
+    (lynx_dir / "local.py").write_text("print('local')\n")
+    write_config(lynx_dir, "steps:\n  - script: local.py\n", name="local.yaml")
+    started = run_lynx("start", "-ni", "-cf", "local.yaml", cwd=lynx_dir)
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"Cancelled SLURM job {job_id} " in started.stdout
     wait_for(lambda: job_id not in jobs_of(pipeline), timeout=60)
-    assert records(tmp_path) == []
+    assert records(lynx_dir) == []
 
 
 def test_a_job_lynx_was_killed_from_with_the_controller_away_is_recorded_and_cancelled_by_the_next_stop(
-    tmp_path: Path, pipeline: str, controller: Controller
+    lynx_dir: Path, pipeline: str, controller: Controller
 ) -> None:
     """Lynx SIGKILLed while the controller is away: its watchdog ends srun, records that the job may
     still run (in the log), and the next ``lynx stop`` here cancels it once the controller answers."""
-    job_script(tmp_path, "train.py", "time.sleep(600)")
-    write_config(tmp_path, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
-    log = tmp_path / "lynx.log"
+    job_script(lynx_dir, "train.py", "time.sleep(600)")
+    write_config(lynx_dir, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
+    log = lynx_dir / "lynx.log"
     lynx = subprocess.Popen(
         [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
-        cwd=tmp_path,
+        cwd=lynx_dir,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -246,8 +246,8 @@ def test_a_job_lynx_was_killed_from_with_the_controller_away_is_recorded_and_can
     assert f"outlived Lynx (PID {lynx.pid}), which has died" in text
     assert f"SLURM job {job_id} " in text and f"scancel {job_id}" in text
     assert job_id in jobs_of(pipeline)
-    stopped = run_lynx("stop", "-y", cwd=tmp_path, timeout=120)
+    stopped = run_lynx("stop", "-y", cwd=lynx_dir, timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert f"Cancelled SLURM job {job_id} " in stopped.stdout
     wait_for(lambda: job_id not in jobs_of(pipeline), timeout=60)
-    assert records(tmp_path) == [] and job_records(tmp_path)
+    assert records(lynx_dir) == [] and job_records(lynx_dir)
