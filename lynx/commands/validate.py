@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Mapping, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
@@ -20,7 +20,13 @@ _SECONDS = ("timeout", "retry_delay", "misfire_grace_time")
 _SCHEDULE_SHOWN = ("fields", "crontab", "either_day")
 
 
-def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO = sys.stdout) -> int:
+def validate(
+    config_file: str,
+    *,
+    python: str = sys.executable,
+    stdout: TextIO = sys.stdout,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
     """Load and check ``config_file``; print each step's command line and the next fire times.
 
     Raises:
@@ -29,12 +35,18 @@ def validate(config_file: str, *, python: str = sys.executable, stdout: TextIO =
     if not os.path.isfile(config_file):
         raise ConfigError(f"the configuration file {config_file} does not exist")
     pipeline = load_pipeline(config_file)
-    stdout.write("\n".join(describe(pipeline, python=python)) + "\n")
+    # The same checks as 'lynx start', SLURM's included: what start refuses, validate refuses alike.
+    from lynx.launch import check_launchers
+
+    slurm = check_launchers(pipeline, python=python, environ=environ)
+    stdout.write("\n".join(describe(pipeline, python=python, slurm=slurm)) + "\n")
     return EXIT_OK
 
 
-def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) -> list[str]:
-    """The lines ``lynx validate`` prints for a valid ``pipeline``."""
+def describe(
+    pipeline: Pipeline, *, python: str, now: datetime | None = None, slurm: Mapping[int, str] | None = None
+) -> list[str]:
+    """The lines ``lynx validate`` prints for a valid ``pipeline``; ``slurm``: what SLURM said of each SLURM step."""
     count = len(pipeline.steps)
     when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
     lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}, run {when}.", ""]
@@ -43,7 +55,7 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
             lines.append("")
         lines.append(f"Step {step.number}: {as_shown(step.script)}")
         lines.append("    " + shown_command_line(step.argv(python)))
-        lines += _launch_lines(step, python, pipeline.name)
+        lines += _launch_lines(step, python, pipeline.name, (slurm or {}).get(step.number))
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
     if pipeline.schedule is not None:
         lines.append("")
@@ -57,13 +69,12 @@ def describe(pipeline: Pipeline, *, python: str, now: datetime | None = None) ->
     return lines
 
 
-def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
+def _launch_lines(step: Step, python: str, pipeline: str, verdict: str | None) -> list[str]:
     """How the command is launched when not directly: a SLURM step's srun command line and SLURM's verdict."""
     if step.slurm is None:
         return []
-    from lynx.slurm import ask_slurm, srun_command
+    from lynx.slurm import srun_command
 
-    command = srun_command(step, pipeline=pipeline, python=python)
     # srun's options are made from the step's values (--job-name from its title, --chdir from its cwd):
     # the line shown is made from those values as written.
     as_written = dataclasses.replace(
@@ -75,7 +86,7 @@ def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
     shown = srun_command(as_written, pipeline=pipeline, python=python)
     if isinstance(step.path, FromEnvironment):  # made absolute for the job
         shown = [step.path if word == os.path.abspath(step.path) else word for word in shown]
-    return ["  runs on SLURM: " + shown_command_line(shown), "  " + ask_slurm(command)]
+    return ["  runs on SLURM: " + shown_command_line(shown)] + (["  " + verdict] if verdict else [])
 
 
 def _extra_keys(step: Step) -> list[tuple[str, str]]:
