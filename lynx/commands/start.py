@@ -188,11 +188,13 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
         _check_trigger(pipeline.schedule)
         if entry is not None:
             entry.next_fire = _next_fire(pipeline.schedule)
-    # Before the log file is opened: a FIFO as the log waits for a reader, who may come only
-    # once 'lynx start -bg' has returned.
+    # A log file is there once 'lynx start -bg' says it runs (so 'tail -f' can follow it at once), but
+    # a FIFO is opened after: it waits for a reader, who may come only once 'lynx start -bg' returned.
+    log_file = None if _is_fifo(options.log_file) else _setup_logging(options, screen=None, color=False)
     announce_ready()
     try:
-        log_file = _setup_logging(options, screen=None, color=False)
+        if log_file is None:
+            log_file = _setup_logging(options, screen=None, color=False)
         code, ending = _run(
             options, pipeline, log_file, screen=None, color=False, stdin=stdin, environ=environ, entry=entry
         )
@@ -209,6 +211,15 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     if entry is not None and ending is not None:
         entry.ended(ending, code)
     return code
+
+
+def _is_fifo(path: str | None) -> bool:
+    import stat
+
+    try:
+        return path is not None and stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: Mapping[str, str]) -> Any:
