@@ -1,8 +1,10 @@
-"""SLURM figures (issue 9), on the cluster this machine's ``srun`` talks to: what Lynx adds to a
-trivial SLURM step over a bare ``srun``, and how soon Lynx exits after Ctrl+C cancels a running job."""
+"""SLURM figures (issues 9, 14), on the cluster this machine's ``srun`` talks to: what Lynx adds to a
+trivial SLURM step over a bare ``srun``, what its up-front check costs, and how soon Lynx exits
+after Ctrl+C cancels a running job."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +15,7 @@ from typing import Callable
 
 from harness import (
     PYTHON,
+    REPO,
     TRIVIAL_STEP,
     Bench,
     BenchError,
@@ -30,6 +33,24 @@ from harness import (
 )
 
 SLEEP_STEP = "import time; time.sleep(120)\n"
+# Times the check 'lynx start' and 'lynx validate' make of a config with SLURM steps (issue 14.13)
+# inside a process of its own, against the check before it (scontrol ping alone). Prints one JSON object.
+CHECK_PROBE = """\
+import json, subprocess, sys, time
+from lynx.config import load_pipeline
+from lynx.launch import check_launchers
+configs = {"one": load_pipeline("check1.yaml"), "four": load_pipeline("check4.yaml")}
+found = {"ping": [], "one": [], "four": []}
+for _ in range(int(sys.argv[1])):
+    started = time.perf_counter()
+    subprocess.run(["scontrol", "ping"], capture_output=True, check=True)
+    found["ping"].append(time.perf_counter() - started)
+    for name, pipeline in configs.items():
+        started = time.perf_counter()
+        check_launchers(pipeline)
+        found[name].append(time.perf_counter() - started)
+print(json.dumps(found))
+"""
 
 
 def _check_cluster(bench: Bench, cwd: Path) -> None:
@@ -99,7 +120,8 @@ def _overhead(bench: Bench, cwd: Path) -> Row:
         samples={side: [f.wall for f in found] for side, found in runs.items()},
         note=f"the local fixed cost in the same rounds: `lynx start -ni` {fmt_ms(wall['local'])} vs "
         f"`python step.py` {fmt_ms(wall['python'])}, {fmt_diff_ms(local)}; so a SLURM step costs Lynx "
-        f"{fmt_diff_ms(slurm - local)} more than a local one (the `scontrol ping` check, squeue looks)",
+        f"{fmt_diff_ms(slurm - local)} more than a local one (the check: `scontrol ping` with `srun --test-only`; the "
+        "job's record in .lynx/jobs/; squeue looks)",
     )
 
 
@@ -161,6 +183,44 @@ def _cancel(bench: Bench, cwd: Path) -> Row:
     )
 
 
+def _check(bench: Bench, cwd: Path) -> list[Row]:
+    """The up-front check of a config with 1 and 4 distinct sets of SLURM options vs ``scontrol ping`` alone."""
+    write(cwd, "check1.yaml", "steps:\n  - script: step.py\n    slurm: {}\n")
+    options = ["{}", "{cpus-per-task: 2}", "{time: 5}", "{ntasks: 1}"]
+    write(cwd, "check4.yaml", "steps:\n" + "".join(f"  - script: step.py\n    slurm: {each}\n" for each in options))
+    write(cwd, "check_probe.py", CHECK_PROBE)
+    env = {**bench.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), bench.env.get("PYTHONPATH")]))}
+    result = subprocess.run(
+        [PYTHON, "check_probe.py", str(3 if bench.quick else 5 * bench.pairs)],
+        cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if result.returncode != 0:
+        tail = " / ".join(result.stderr.strip().splitlines()[-3:])
+        raise BenchError(f"SLURM check probe: exited with {result.returncode}: {tail}")
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    ping = median(found["ping"])
+    rows = []
+    for name, label in (("one", "1 set of options"), ("four", "4 sets of options")):
+        took = median(found[name])
+        rows.append(
+            Row(
+                f"slurm: the start-up check, {label} (srun --test-only each, with scontrol ping) vs the ping alone",
+                fmt_ms(took),
+                f"{fmt_ms(ping)} (scontrol ping)",
+                fmt_diff_ms(took - ping),
+                "<= ping + 20 ms",
+                took - ping <= 0.020,
+                samples=found,
+            )
+        )
+    rows[0].note = (
+        "what 'lynx start' and 'lynx validate' add for a config with SLURM steps, timed inside a process of its "
+        "own; before issue 14.13, start asked only scontrol ping (and validate srun --test-only per step, one "
+        "after the other)"
+    )
+    return rows
+
+
 def figure_slurm(bench: Bench) -> list[Row]:
     """A trivial SLURM step vs a bare ``srun``; Ctrl+C -> exit (skipped without a working ``srun``)."""
     cwd = bench.folder("slurm")
@@ -173,7 +233,7 @@ def figure_slurm(bench: Bench) -> list[Row]:
         if "unknown key" in str(error):
             raise SkipFigure(f"this Lynx has no 'slurm:' step key: {error}") from None
         raise
-    return [_overhead(bench, cwd), _cancel(bench, cwd)]
+    return [_overhead(bench, cwd), *_check(bench, cwd), _cancel(bench, cwd)]
 
 
 FIGURES: dict[str, Callable[[Bench], list[Row]]] = {

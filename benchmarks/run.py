@@ -39,6 +39,7 @@ import figures_schedule
 import figures_slurm
 import figures_startup
 import figures_steps
+import figures_watchdog
 from harness import PYTHON, Bench, BenchError, Row, SkipFigure, end_all
 
 ALL: dict[str, Callable[[Bench], list[Row]]] = {
@@ -47,6 +48,7 @@ ALL: dict[str, Callable[[Bench], list[Row]]] = {
     **figures_schedule.FIGURES,
     **figures_operations.FIGURES,
     **figures_steps.FIGURES,
+    **figures_watchdog.FIGURES,
     **figures_slurm.FIGURES,
     **figures_parallel.FIGURES,
     **figures_resume.FIGURES,

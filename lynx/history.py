@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from lynx.records import Step
 
 HISTORY_FILE = "runs.jsonl"
+# The records of SLURM jobs (lynx.jobs): here so that start, status and stop can see there are none
+# without importing that module.
+JOBS_DIR = os.path.join(STATE_DIR, "jobs")
 MAX_BYTES = 8 * 1024 * 1024
 MAX_BYTES_VARIABLE = "LYNX_HISTORY_MAX_BYTES"
 READ_BLOCK = 64 * 1024

@@ -59,10 +59,17 @@ def launch(
             reap_orphans()
 
 
-def check_launchers(pipeline: Pipeline, *, environ: Mapping[str, str] = os.environ) -> None:
-    """Before anything runs: raise ConfigError, naming the first SLURM step, if SLURM cannot take jobs."""
-    first = next((step for step in pipeline.steps if step.slurm is not None), None)
-    if first is not None:
-        from lynx.slurm import check_cluster
+def check_launchers(
+    pipeline: Pipeline, *, python: str = sys.executable, environ: Mapping[str, str] = os.environ
+) -> dict[int, str]:
+    """Before anything runs (``lynx start`` and ``lynx validate`` alike): raise ConfigError, naming
+    the step, if SLURM cannot take a SLURM step's job.
 
-        check_cluster(first, source=pipeline.source, environ=environ)
+    Returns:
+        What SLURM said of each SLURM step, by step number (none for a config without them).
+    """
+    if all(step.slurm is None for step in pipeline.steps):
+        return {}
+    from lynx.slurm_check import check_cluster
+
+    return check_cluster(pipeline, python=python, environ=environ)

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 # Seconds a step gets after each signal (the one forwarded, then SIGTERM) before the next.
 TERMINATE_GRACE = 5.0
@@ -35,6 +35,44 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP
 PR_SET_CHILD_SUBREAPER = 36
 
 log = logging.getLogger("lynx")
+
+
+class StepWatch(Protocol):
+    """Told which step's process runs, and which SLURM job, to end them should Lynx itself be
+    killed (the watchdog of :mod:`lynx.watchdog`)."""
+
+    def step_started(self, pid: int, label: str, job_record: str | None = None, pidfd: int | None = None) -> None: ...
+
+    def step_ended(self, pid: int) -> None: ...
+
+    def job_started(self, record: str) -> None: ...
+
+    def job_done(self, record: str) -> None: ...
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22): with the boot's
+    id, an identity no reused PID and no clock change can fake. None where there is no ``/proc``."""
+    try:
+        # os.open and one read: a third of the cost of open() (paid per step where there is no pidfd).
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id, which start ticks count from."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -60,14 +98,30 @@ class StepGuard:
     and a pipe nobody reads would kill them with SIGPIPE on their next write.
     """
 
-    def __init__(self, grace: float = TERMINATE_GRACE, leftover_output: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        grace: float = TERMINATE_GRACE,
+        leftover_output: Callable[[bytes], None] | None = None,
+        *,
+        watchdog: StepWatch | None = None,
+        scheduler: str | None = None,
+        job_record: str | None = None,
+    ) -> None:
         """Args:
         grace: seconds a step gets after each signal before the next one.
         leftover_output: where leftovers' output goes, whole lines at a time (default: the
             ``on_output`` of the step that left them).
+        watchdog: told which step runs, to end it should Lynx itself be killed (lynx.watchdog;
+            started before :func:`supervise_steps`).
+        scheduler: the background scheduler's name, for records that outlive Lynx (lynx.jobs).
+        job_record: the SLURM job record the steps started here serve (they are its srun): should
+            Lynx die, the watchdog ends the job first.
         """
         self.grace = grace
         self.leftover_output = leftover_output
+        self.watchdog = watchdog
+        self.scheduler = scheduler
+        self.job_record = job_record
         # Set by supervise_steps() once Lynx is a child subreaper (Linux).
         self.subreaper = False
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
@@ -155,9 +209,11 @@ class StepGuard:
         """Sleep up to ``seconds``, waking at once when :meth:`stop` is called; True if stopping."""
         return self._stopping.wait(seconds)
 
-    def _started(self, popen: subprocess.Popen[bytes], name: str) -> None:
+    def _started(self, popen: subprocess.Popen[bytes], name: str, pidfd: int | None = None) -> None:
         with self._lock:
             self._running[popen.pid] = (popen, name, self._paused)
+        if self.watchdog is not None:
+            self.watchdog.step_started(popen.pid, name, self.job_record, pidfd)
 
     @property
     def running_steps(self) -> int:
@@ -182,9 +238,11 @@ class StepGuard:
 
     def _finished(self, popen: subprocess.Popen[bytes]) -> None:
         with self._lock:
-            self._running.pop(popen.pid, None)
+            running = self._running.pop(popen.pid, None)
             if self._suspended is not None:
                 self._suspended[0].pop(popen.pid, None)
+        if self.watchdog is not None and running is not None:
+            self.watchdog.step_ended(popen.pid)
 
     def _leave_running(self, fd: int, on_output: Callable[[bytes], None]) -> None:
         """Keep relaying pipe ``fd`` (now owned by the guard) until whatever holds it closes it."""
@@ -273,7 +331,8 @@ def run_step(
     timed_out = False
     left_running = False
     try:
-        guard._started(popen, name)
+        pidfd = _open_pidfd(popen.pid)
+        guard._started(popen, name, pidfd)
         if guard.stopping:
             end_process_tree(
                 popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal,
@@ -284,7 +343,6 @@ def run_step(
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        pidfd = _open_pidfd(popen.pid)
         if pidfd is not None:
             # Readable when the step exits, whoever else still holds its output pipe.
             poller.register(pidfd, select.POLLIN)
@@ -636,7 +694,7 @@ def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) 
 
 
 @contextlib.contextmanager
-def signals_deferred(reraise: bool = True) -> Iterator[None]:
+def signals_deferred(reraise: bool = True, on_arrival: Callable[[int], None] | None = None) -> Iterator[None]:
     """Hold off Ctrl+C, SIGTERM, SIGHUP and Ctrl+Z (in the main thread) while a step is being ended,
     so a second press cannot orphan it and a suspended Lynx cannot hold its end up.
 
@@ -644,6 +702,8 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
         reraise: once done, raise what arrived meanwhile (a Ctrl+C while a timed-out step is
             ended still stops Lynx): a termination signal before a Ctrl+Z, which it makes moot;
             else it is dropped. Inside another deferral, what arrived is handed to that one.
+        on_arrival: told each signal as it arrives (a SLURM job's end gives up waiting for a
+            controller that does not answer on a second Ctrl+C).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -652,6 +712,8 @@ def signals_deferred(reraise: bool = True) -> Iterator[None]:
 
     def hold(signum: int, frame: object) -> None:
         arrived.append(signum)
+        if on_arrival is not None:
+            on_arrival(signum)
 
     hold.lynx_hold = True  # type: ignore[attr-defined]
     saved: dict[int, Any] = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}

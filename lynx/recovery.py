@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from lynx.history import append_line, history_path, read_runs, step_record, to_json
+from lynx.process import boot_id, process_start
 from lynx.statefiles import STATE_DIR, check_owner, open_regular
 
 RUNNING_DIR = "running"
@@ -44,6 +45,7 @@ class RunJournal:
     def __init__(
         self, directory: str, head: Callable[[str, datetime], dict[str, Any]], warn: Callable[[str], None]
     ) -> None:
+        self.directory = directory
         self.folder = journal_dir(directory)
         self.head = head
         self.warn = warn
@@ -53,6 +55,10 @@ class RunJournal:
         self.beating: threading.Event | None = None
 
     def run_started(self, run_id: str, started_at: datetime) -> None:
+        try:
+            check_owner(self.directory)
+        except OSError:
+            return  # a .lynx/ that is not ours is never written (the history says so, once)
         self.path = os.path.join(self.folder, f"{run_id}.jsonl")
         owner = {"pid": os.getpid(), "start": process_start(os.getpid()), "boot_id": boot_id()}
         if self._append({"run": self.head(run_id, started_at), "owner": owner}, create=True):
@@ -248,26 +254,17 @@ def _alive(owner: Any) -> bool:
     if owner.get("boot_id") != boot_id():
         return False  # a reboot ended it
     start = process_start(owner["pid"])
-    return start is not None and start == owner.get("start")
+    return start is not None and start == owner.get("start") and _running(owner["pid"])
 
 
-def process_start(pid: int) -> int | None:
-    """The process's start in clock ticks since boot (``/proc/PID/stat``, field 22), None when it is gone."""
+def _running(pid: int) -> bool:
+    """The process is there and not a zombie (Lynx killed, its parent not yet done with it)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        return None if fields[0] == b"Z" else int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def boot_id() -> str | None:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
+        return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return False
 
 
 def _mtime(path: str) -> float | None:

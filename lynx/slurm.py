@@ -3,35 +3,28 @@
 ``srun`` itself runs under :func:`lynx.process.run_step` in a worker thread, so its output takes
 the same path as a local step's. This thread watches the job beside it: it says when the job is
 queued and when it starts, and when Lynx must end the step (Ctrl+C, SIGTERM, ``lynx stop``, a
-``timeout``) it ends the job as a local step is ended (``scancel --signal``: what Lynx received,
-then SIGTERM, then SIGKILL), cancels it, and waits until SLURM says it has ended. ``srun`` is only
-signalled if it outlives its job.
+``timeout``) it ends the job as a local step is ended (:class:`lynx.slurm_job.SlurmJob`: what Lynx
+received, then SIGTERM, then SIGKILL; cancelled; waited for until SLURM says it has ended, also
+through a controller that does not answer). ``srun`` is only signalled if it outlives its job.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from lynx.errors import ConfigError
+from lynx.jobs import ACTIVE_STATES, JobRegistry, cancel_left_jobs, has_records
 from lynx.logs import get_logger
-from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step, signals_deferred
+from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step
+from lynx.slurm_job import UNANSWERED, SlurmJob
 
 if TYPE_CHECKING:
     from lynx.records import Step
 
-# Job states in which a job still holds (or waits for) resources: squeue lists these by default.
-ACTIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-     "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-)  # fmt: skip
 # Why a job ended when Lynx did not end it, for a failed step's message.
 END_REASONS = {
     "CANCELLED": "was cancelled outside Lynx (scancel or an administrator)",
@@ -42,10 +35,6 @@ END_REASONS = {
     "DEADLINE": "was ended at its deadline",
     "OUT_OF_MEMORY": "ran out of memory",
 }
-# How long SLURM commands may take before the cluster counts as not answering.
-COMMAND_TIMEOUT = 15.0
-# How long to wait for a cancelled job to end (SIGTERM, then SIGKILL after the guard's grace).
-CANCEL_WAIT = 60.0
 # Seconds between looks at a job that has not started yet: quick at first, then sparing.
 FIRST_POLL = 0.1
 LONGEST_POLL = 5.0
@@ -81,63 +70,6 @@ def job_name(step: Step, pipeline: str) -> str:
     return f"lynx:{pipeline}:{step.title}".replace(",", "_")
 
 
-def check_cluster(step: Step, *, source: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Raise ConfigError naming ``step`` unless SLURM's commands are on PATH and the controller answers."""
-    where = f"{source}: step {step.number} ({step.title})"
-    for command in ("srun", "squeue", "scancel", "scontrol"):
-        if not _on_path(command, environ.get("PATH", os.defpath)):
-            raise ConfigError(
-                f"{where}: runs on SLURM, but {command} is not on PATH (install the SLURM client commands)"
-            )
-    try:
-        answer = subprocess.run(
-            ["scontrol", "ping"], capture_output=True, text=True, env=dict(environ), timeout=COMMAND_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping timed out)") from None
-    if answer.returncode != 0 or "DOWN" in answer.stdout:
-        said = " ".join((answer.stdout + answer.stderr).split()) or f"exit code {answer.returncode}"
-        raise ConfigError(f"{where}: the SLURM controller does not answer (scontrol ping: {said})")
-
-
-def ask_slurm(command: Sequence[str], *, environ: Mapping[str, str] = os.environ) -> str:
-    """Whether SLURM would accept ``command`` now (``srun --test-only``), as one line for the user."""
-    try:
-        answer = subprocess.run(
-            # Without --quiet, srun says when and where the job would start.
-            [command[0], "--test-only", *(word for word in command[1:] if word != "--quiet")],
-            capture_output=True,
-            text=True,
-            env=dict(environ),
-            timeout=COMMAND_TIMEOUT,
-        )
-    except OSError as error:
-        return f"SLURM was not asked: cannot run srun ({error.strerror or error})"
-    except subprocess.TimeoutExpired:
-        return "SLURM was not asked: srun --test-only did not answer"
-    said = [line.strip() for line in (answer.stderr + answer.stdout).splitlines() if line.strip()]
-    if answer.returncode == 0:
-        return "SLURM would accept it: " + (said[-1].removeprefix("srun: ") if said else "yes")
-    return "SLURM would refuse it: " + (said[-1] if said else f"srun exit code {answer.returncode}")
-
-
-def _on_path(command: str, path: str) -> bool:
-    """``command`` is an executable in one of ``path``'s directories (shutil.which, without its import)."""
-    return any(
-        os.access(os.path.join(folder, command), os.X_OK) and os.path.isfile(os.path.join(folder, command))
-        for folder in path.split(os.pathsep)
-        if folder
-    )
-
-
-@dataclass(frozen=True)
-class JobState:
-    job_id: str
-    state: str
-    node: str | None
-    reason: str
-
-
 def run_job(
     step: Step,
     on_output: Callable[[bytes], None],
@@ -154,10 +86,15 @@ def run_job(
     """
     env = step.environment(environ)
     command = srun_command(step, pipeline=pipeline, python=python)
-    job = _Job(step.label, job_name(step, pipeline), env)
+    if has_records():
+        # A scheduler that runs for weeks tidies up before each job, not only at the next 'lynx' command.
+        for left in cancel_left_jobs(environ=environ, on_error=log.warning):
+            (log.info if left.outcome != "unanswered" else log.warning)(left.message)
+    registry = JobRegistry(scheduler=guard.scheduler, warn=log.warning)
+    job = SlurmJob(step.label, job_name(step, pipeline), env, registry=registry, pipeline=pipeline)
     command.insert(1, f"--comment={job.tag}")
     tail = _Tail(on_output)
-    inner = StepGuard(guard.grace)
+    inner = StepGuard(guard.grace, watchdog=guard.watchdog, job_record=job.record.path if job.record else None)
     outcome: dict[str, Any] = {}
 
     def relay() -> None:
@@ -169,6 +106,9 @@ def run_job(
     worker = threading.Thread(target=relay, name="lynx-srun", daemon=True)
     deadline = None if step.timeout is None else time.monotonic() + step.timeout
     ended_by: str | None = None
+    if guard.watchdog is not None and job.record is not None and job.record.path is not None:
+        guard.watchdog.job_started(job.record.path)
+    srun_exit: int | None = None
     worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
     token = guard.started_elsewhere(
@@ -197,16 +137,25 @@ def run_job(
             job.cancel("failed", worker, inner)
             raise outcome["error"]
         ended: StepExit = outcome["exit"]
+        srun_exit = ended.returncode
         # A failed job's end state (CANCELLED, TIMEOUT, ...) may reach squeue just after srun has returned.
         final = job.final(settle=SETTLE_WAIT if ended_by is None and ended.returncode != 0 else 0.0)
-        if ended_by is None and final is not None and final.state in ACTIVE_STATES - {"COMPLETING"}:
+        if ended_by is None and (
+            (final is UNANSWERED and ended.returncode < 0)
+            or (final not in (None, UNANSWERED) and final.state in ACTIVE_STATES - {"COMPLETING"})
+        ):
             # srun ended by itself (killed, say) while its job goes on: the job must not outlive the step.
             job.cancel(f"lost its srun (exit code {ended.returncode})", worker, inner)
+        if final is UNANSWERED:
+            final = None
     except BaseException as error:
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
         guard.finished_elsewhere(token)
+        job.close(srun_exit)
+        if guard.watchdog is not None and job.record is not None and job.record.path is not None:
+            guard.watchdog.job_done(job.record.path)
     timed_out = ended_by is not None and ended_by.startswith("timed out")
     launch_error = ended.launch_error
     if ended_by is None and ended.returncode != 0 and launch_error is None:
@@ -222,184 +171,6 @@ def run_job(
         job_id=where.job_id if where else None,
         node=where.node if where else None,
     )
-
-
-class _Job:
-    """One submission, found in squeue by its name and a comment no other job has."""
-
-    def __init__(self, label: str, name: str, env: Mapping[str, str]) -> None:
-        self.label = label
-        self.name = name
-        self.env = dict(env)
-        self.tag = f"lynx {os.getpid()} {os.urandom(6).hex()}"
-        self.last: JobState | None = None
-        self.said_queued = False
-        self.started = False
-        # cancel() may be called from two threads (the main one on Ctrl+C, the step's on its
-        # timeout); the job is ended once, and the second caller waits for that.
-        self.cancelling = threading.Lock()
-        self.cancelled = False
-
-    def find(self) -> JobState | None:
-        """The job as squeue sees it now (also just after it ended); None when squeue does not list it,
-        UNANSWERED when squeue does not answer."""
-        fields = ["-j", self.last.job_id] if self.last is not None else ["-n", self.name]
-        refusal: list[str] = []
-        listing = self._run("squeue", "-h", "-t", "all", *fields, "-o", "%A|%T|%N|%r|%k", refusal=refusal)
-        if listing is None:
-            # A job that ended a while ago (MinJobAge) is no longer known: squeue -j refuses its id.
-            return None if refusal and "Invalid job id" in refusal[0] else UNANSWERED
-        for line in listing.splitlines():
-            job_id, state, node, reason, comment = (line.split("|", 4) + [""] * 5)[:5]
-            if comment == self.tag:
-                self.last = JobState(job_id, state, node or None, reason)
-                return self.last
-        return None
-
-    def look(self) -> None:
-        """Say once that the job waits in the queue, and once where it started."""
-        found = self.find()
-        if found is None or found is UNANSWERED:
-            return
-        if found.state == "PENDING" and not self.said_queued:
-            self.said_queued = True
-            log.info(f"{self.label} queued as SLURM job {found.job_id} ({found.reason})…")
-        elif found.state != "PENDING":
-            self.started = True
-            if found.state in ("RUNNING", "COMPLETING", "COMPLETED"):
-                on = f" on {found.node}" if found.node else ""
-                verb = "started" if self.said_queued else "runs"
-                log.info(f"{self.label} {verb} as SLURM job {found.job_id}{on}.")
-
-    def final(self, settle: float = 0.0) -> JobState | None:
-        """The job's state once srun has returned (waiting up to ``settle`` s for it to leave the active
-        states); says where it ran if that was never said."""
-        was_started = self.started
-        _, found = self._settle(settle)
-        if found is not None and not was_started and found.node:
-            log.info(f"{self.label} ran as SLURM job {found.job_id} on {found.node}.")
-        return found
-
-    def cancel(
-        self,
-        reason: str,
-        worker: threading.Thread,
-        inner: StepGuard,
-        first: int = signal.SIGTERM,
-        stopping: bool = False,
-    ) -> None:
-        """End the job, wait until SLURM says it has ended, then make sure srun has exited.
-
-        Args:
-            stopping: Lynx itself is being interrupted (else a Ctrl+C meanwhile is raised afterwards).
-        """
-        # Signals held first: a second Ctrl+C must not break the wait for the other thread's cancel.
-        with signals_deferred(reraise=not stopping), self.cancelling:
-            if self.cancelled:
-                return
-            self.cancelled = True
-            found = self.find()
-            if found is UNANSWERED:
-                found = self.last  # as last seen: it may still run
-            if found is None:
-                # Not submitted yet (or srun is still asking for it): ending srun withdraws the request.
-                log.warning(f"{self.label} {reason}: ending srun before SLURM has queued the job.")
-                inner.stop(reason)
-                worker.join()
-                found = self.find()
-            if found is not None and found is not UNANSWERED and found.state in ACTIVE_STATES:
-                self._end(found, reason, first, inner.grace)
-            worker.join(COMMAND_TIMEOUT)
-            if worker.is_alive():
-                inner.stop(reason)
-                worker.join()
-
-    def _end(self, found: JobState, reason: str, first: int, grace: float) -> None:
-        """As a local step is ended: a running job's tasks get ``first`` (what Lynx received), then
-        SIGTERM, then SIGKILL, ``grace`` seconds apart, while the job still runs (signals only: a
-        job that scancel has cancelled takes no more signals); then the job is cancelled (a
-        pending one at once), and waited for until SLURM says it has ended."""
-        job_id = found.job_id
-        if found.state == "RUNNING":
-            signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
-            for index, signum in enumerate(signals):
-                name = signal.Signals(signum).name
-                if index:
-                    previous = signal.Signals(signals[index - 1]).name
-                    log.warning(f"SLURM job {job_id} still runs {grace:g} s after {previous}: sending {name}.")
-                else:
-                    log.warning(f"{self.label} {reason}: sending {name} to SLURM job {job_id} (scancel).")
-                self._scancel(f"--signal={name[3:]}", job_id)
-                if self._tasks_end(job_id, grace):
-                    break
-            else:
-                log.warning(f"SLURM job {job_id} still runs {grace:g} s after SIGTERM: killing it (SIGKILL).")
-                # SIGKILL to the job itself would be a plain cancel, with SLURM's own KillWait; to its steps it is not.
-                for step_id in self._steps(job_id) or [f"{job_id}.0"]:
-                    self._scancel("--signal=KILL", step_id)
-        else:
-            log.warning(f"{self.label} {reason}: cancelling SLURM job {job_id} (scancel).")
-        self._scancel(job_id, quiet=True)
-        if self._settle(CANCEL_WAIT)[0]:
-            log.info(f"SLURM job {job_id} has ended.")
-        else:
-            log.error(f"SLURM job {job_id} has not ended within {CANCEL_WAIT:g} s of scancel.")
-
-    def _steps(self, job_id: str) -> list[str] | None:
-        """The job's steps (``1234.0``, …) that still run; None when squeue does not answer."""
-        listing = self._run("squeue", "-h", "-s", "-j", job_id, "-o", "%i")
-        return listing.split() if listing is not None else None
-
-    def _tasks_end(self, job_id: str, seconds: float) -> bool:
-        """Wait up to ``seconds`` until the job has ended, or runs no step any more (its srun is gone,
-        and with it the tasks: only the allocation is left, for scancel)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            found = self.find()
-            if found is None or (found is not UNANSWERED and found.state not in ACTIVE_STATES):
-                return True
-            if found is not UNANSWERED and found.state == "RUNNING" and self._steps(job_id) == []:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.1)
-
-    def _scancel(self, *arguments: str, quiet: bool = False) -> None:
-        """Run scancel; say it when SLURM refuses (unless ``quiet``: the job may have ended already)."""
-        refusal: list[str] = []
-        self._run("scancel", *arguments, refusal=refusal)
-        if refusal and not quiet:
-            log.warning(f"scancel {' '.join(arguments)}: {refusal[0]}")
-
-    def _settle(self, seconds: float) -> tuple[bool, JobState | None]:
-        """Wait up to ``seconds`` until SLURM says the job has ended (or no longer lists it): whether
-        it has, and its last state. squeue not answering is not an end."""
-        deadline = time.monotonic() + seconds
-        found = self.find()
-        while found is UNANSWERED or (found is not None and found.state in ACTIVE_STATES):
-            if time.monotonic() >= deadline:
-                return False, None if found is UNANSWERED else found
-            time.sleep(0.1)
-            found = self.find()
-        return True, found
-
-    def _run(self, *command: str, refusal: list[str] | None = None) -> str | None:
-        """A SLURM command's output; None when it fails (its message then in ``refusal``)."""
-        try:
-            answer = subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=COMMAND_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            if refusal is not None:
-                refusal.append(str(error))
-            return None
-        if answer.returncode != 0:
-            if refusal is not None:
-                refusal.append(" ".join(answer.stderr.split()) or f"exit code {answer.returncode}")
-            return None
-        return answer.stdout
-
-
-# What find() says when squeue does not answer: the job may be in any state.
-UNANSWERED = JobState("", "UNANSWERED", None, "")
 
 
 class _Tail:

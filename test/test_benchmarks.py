@@ -32,6 +32,7 @@ FIGURES = (
     "before",
     "commands",
     "step-keys",
+    "watchdog",
     "slurm",
     "parallel",
     "plan",
@@ -42,7 +43,7 @@ FIGURES = (
     "notify-webhook",
 )
 # Figures that may be skipped on a machine without them (SLURM; the repository's git history).
-MAY_SKIP = {"slurm", "imports", "before"}
+MAY_SKIP = {"slurm", "imports", "before", "watchdog"}
 HEADER = ["figure", "Lynx", "baseline", "ratio / diff", "target", "holds"]
 
 

@@ -1218,3 +1218,15 @@ def test_a_record_naming_this_directory_but_describing_a_scheduler_elsewhere_is_
     assert "Terminating process" not in result.stdout
     assert scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE
     assert run_lynx("stop", "-y", cwd=home, timeout=40).returncode == 0
+
+
+def test_the_log_file_is_there_once_start_bg_says_the_scheduler_runs(lynx_dir: Path) -> None:
+    """'lynx start -bg -lf x.log && tail -f x.log' must find the file (a FIFO is opened only later)."""
+    marker_step(lynx_dir, "step.py")
+    write_config(lynx_dir, "cron:\n  hour: 3\n  minute: 0\nsteps:\n  - script: step.py\n")
+
+    started = run_lynx("start", "-bg", "-cf", "config.yaml", "-lf", "x.log", cwd=lynx_dir)
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert (lynx_dir / "x.log").is_file()
+    assert run_lynx("stop", "-y", cwd=lynx_dir).returncode == 0

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Mapping, TextIO
+from typing import Any, BinaryIO, Callable, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import load_pipeline
@@ -15,7 +15,7 @@ from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Conf
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
-from lynx.process import StepGuard, supervise_steps
+from lynx.process import TERMINATE_GRACE, StepGuard, supervise_steps
 from lynx.records import Pipeline, Selection
 from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
@@ -76,7 +76,7 @@ def start(
     selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
     check_launchers(pipeline, environ=environ)
     if options.background:
-        return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout)
+        return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
     if options.log_file:
         _check_log_file(options.log_file, pipeline)
     color = color_wanted(stdout, dict(environ))
@@ -115,6 +115,10 @@ def _run(
         The exit code, and how it ended by itself ('done', 'run_failed', 'schedule_ended', 'error';
         None: stopped by a signal or Ctrl+C).
     """
+    from lynx.watchdog import start_watchdog
+
+    # First: it ends the running step should Lynx be killed (lynx.watchdog); it starts while Lynx sets up.
+    watchdog = start_watchdog(grace=TERMINATE_GRACE, log_file=options.log_file)
     stdout = screen if screen is not None else sys.stdout
     output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
     name = (options.name or pipeline.name) if options.detached else None
@@ -129,8 +133,13 @@ def _run(
     relay = OutputRelay(output_screen, log_file=log_file)
     _raise_on_termination_signals()
     log = get_logger()
+    _cancel_left_jobs(log.info, log.warning, environ)
+    if watchdog is not None:
+        watchdog.adopted()  # before Lynx becomes a subreaper: init, not Lynx, must adopt it
     # What a finished step left running has a relay of its own: its lines never split the next step's.
-    guard = StepGuard(leftover_output=OutputRelay(output_screen, log_file=log_file).write)
+    guard = StepGuard(
+        leftover_output=OutputRelay(output_screen, log_file=log_file).write, watchdog=watchdog, scheduler=name
+    )
     supervise_steps(guard)
     interactive = not options.non_interactive
     scheduled = pipeline.schedule is not None and not interactive and options.retry_of is None
@@ -183,6 +192,8 @@ def _run(
     finally:
         if notifier is not None:
             notifier.wait()  # within each channel's timeout; the history line is written already
+        if watchdog is not None:
+            watchdog.close()
     if scheduled:
         log.info("The schedule has ended.")
     code = EXIT_OK if result.ok else EXIT_FAILED
@@ -210,11 +221,13 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
         _check_trigger(pipeline.schedule)
         if entry is not None:
             entry.next_fire = _next_fire(pipeline.schedule)
-    # Before the log file is opened: a FIFO as the log waits for a reader, who may come only
-    # once 'lynx start -bg' has returned.
+    # A log file is there once 'lynx start -bg' says it runs (so 'tail -f' can follow it at once), but
+    # a FIFO is opened after: it waits for a reader, who may come only once 'lynx start -bg' returned.
+    log_file = None if _is_fifo(options.log_file) else _setup_logging(options, screen=None, color=False)
     announce_ready()
     try:
-        log_file = _setup_logging(options, screen=None, color=False)
+        if log_file is None:
+            log_file = _setup_logging(options, screen=None, color=False)
         code, ending = _run(
             options,
             pipeline,
@@ -241,6 +254,15 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     return code
 
 
+def _is_fifo(path: str | None) -> bool:
+    import stat
+
+    try:
+        return path is not None and stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: Mapping[str, str]) -> Any:
     """The reporter that sends the config's notifications, if it has any (only then is lynx.notify imported)."""
     if not pipeline.channels:
@@ -262,6 +284,21 @@ def _last_run(name: str) -> Any:
         return datetime.fromisoformat(runs[0]["started_at"]) if runs else None
     except (OSError, ValueError, TypeError, KeyError):
         return None  # no history to go by: nothing to catch up
+
+
+def _cancel_left_jobs(
+    info: Callable[[str], object], warning: Callable[[str], object], environ: Mapping[str, str]
+) -> None:
+    """SLURM jobs an earlier Lynx here could not end (it was killed, or the controller did not
+    answer) are cancelled now, if SLURM answers; those that may still run are named."""
+    from lynx.history import JOBS_DIR
+
+    if not os.path.isdir(JOBS_DIR):
+        return  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
+    for left in cancel_left_jobs(environ=environ, on_error=warning):
+        (warning if left.outcome == "unanswered" else info)(left.message)
 
 
 def _entry_reporter(name: str | None) -> Any:
@@ -325,7 +362,9 @@ def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
     check_log_file(os.path.expanduser(log_file), protected)
 
 
-def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO) -> int:
+def _start_in_background(
+    options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]
+) -> int:
     from pathlib import Path
 
     from lynx.boot import wait_until_ready
@@ -338,6 +377,7 @@ def _start_in_background(options: StartOptions, pipeline: Pipeline, *, stdin: Te
         name = check_name(pipeline.name, what="the config file's name", hint="; name the scheduler with --name NAME")
     if pipeline.schedule is not None:
         _check_trigger(pipeline.schedule)
+    _cancel_left_jobs(lambda line: stdout.write(line + "\n"), lambda line: stdout.write(f"Warning: {line}\n"), environ)
     log_file = options.log_file
     if log_file is None and options.ask_log_file:
         # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.

@@ -37,6 +37,7 @@ def status(
 
     recover_lost_runs(str(directory))  # a run whose Lynx was killed goes into the history as lost
     now = now or datetime.now().astimezone()
+    _cancel_left_jobs(directory, stderr)
     # A broken record must not hide the others: it is named on stderr and left out.
     entries = daemon.registered(directory, on_error=lambda message: _warn(stderr, message))
     entries = daemon.select(entries, name)
@@ -72,6 +73,21 @@ def status(
     else:
         stdout.write(HINT + "\n")
     return EXIT_OK if any(row["state"] in ("running", "waiting") for row in rows) else EXIT_FAILED
+
+
+def _cancel_left_jobs(directory: Path, stderr: TextIO) -> None:
+    """SLURM jobs a Lynx here could not end are cancelled now, if SLURM answers; said on stderr."""
+    from lynx.history import JOBS_DIR
+
+    if not os.path.isdir(directory / JOBS_DIR):
+        return  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
+    for left in cancel_left_jobs(str(directory), on_error=lambda message: _warn(stderr, message)):
+        if left.outcome == "unanswered":
+            _warn(stderr, left.message)
+        else:
+            stderr.write(left.message + "\n")
 
 
 def describe(entry: SchedulerEntry, now: datetime, living: Liveness | None = None) -> dict[str, Any]:

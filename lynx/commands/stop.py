@@ -48,11 +48,10 @@ def stop(
             problems = [problem for problem in [daemon.unreadable_entry(directory, name)] if problem]
             if problems:
                 raise LynxError(problems[0])
-        if not entries and not problems:
-            raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} or .lynx/ entry in {directory}")
+        nothing = not entries and not problems
         alive = []
         # Ended ones (or PIDs that now belong to another process) are cleaned up, never signalled.
-        for entry in daemon.select(entries, name):
+        for entry in daemon.select(entries, name) if not nothing else []:
             living, process = daemon.liveness(entry, directory)
             refusal = daemon.not_signallable(entry, process) if living is Liveness.ALIVE else None
             if refusal is not None:
@@ -75,9 +74,31 @@ def stop(
         else:
             say("Not stopped.")
             code = EXIT_FAILED
+    # What the schedulers stopped here (or a Lynx killed earlier) could not cancel, with SLURM away.
+    left = _cancel_left_jobs(directory, say, problems)
+    if nothing and not left:
+        raise LynxError(f"no background Lynx to stop: there is no {PID_FILE} or .lynx/ entry in {directory}")
     if problems:
         raise LynxError("; ".join(problems))
     return code
+
+
+def _cancel_left_jobs(directory: Path, say: Callable[[str], None], problems: list[str]) -> bool:
+    """Cancel the SLURM jobs left here, if SLURM answers; a job that may still run is a problem
+    (exit 1), never a silent success. Whether any job was left."""
+    from lynx.history import JOBS_DIR
+
+    if not (directory / JOBS_DIR).is_dir():
+        return False  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
+    from lynx.jobs import cancel_left_jobs
+
+    # A stopped scheduler's watchdog may be ending its job right now: wait for it to be done.
+    left = cancel_left_jobs(str(directory), on_error=problems.append, wait=2 * daemon.stop_grace())
+    for each in left:
+        say(each.message)
+        if each.outcome == "unanswered":
+            problems.append(f"{each.record.what} may still be running; {each.record.cancel_hint}")
+    return bool(left)
 
 
 def _end(

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
@@ -29,9 +29,11 @@ def validate(
     only: Sequence[str] = (),
     python: str = sys.executable,
     stdout: TextIO = sys.stdout,
+    environ: Mapping[str, str] = os.environ,
 ) -> int:
-    """Load and check ``config_file`` (with ``overrides``); print each step's command line, whether the
-    selection (``--from``, ``--until``, ``--only``) runs it, and the next fire times.
+    """Load and check ``config_file`` (with ``overrides``) as ``lynx start`` does, SLURM's checks included;
+    print each step's command line, whether the selection (``--from``, ``--until``, ``--only``) runs it,
+    and the next fire times.
 
     Raises:
         ConfigError: the same errors as ``lynx start`` (exit 2); nothing runs.
@@ -42,14 +44,23 @@ def validate(
         raise ConfigError(f"the configuration file {config_file} does not exist")
     pipeline = load_pipeline(config_file, overrides=overrides)
     selection = select_steps(pipeline, from_=from_, until=until, only=tuple(only))
-    stdout.write("\n".join(describe(pipeline, python=python, selection=selection)) + "\n")
+    # The same checks as 'lynx start', SLURM's included: what start refuses, validate refuses alike.
+    from lynx.launch import check_launchers
+
+    slurm = check_launchers(pipeline, python=python, environ=environ)
+    stdout.write("\n".join(describe(pipeline, python=python, selection=selection, slurm=slurm)) + "\n")
     return EXIT_OK
 
 
 def describe(
-    pipeline: Pipeline, *, python: str, now: datetime | None = None, selection: Selection | None = None
+    pipeline: Pipeline,
+    *,
+    python: str,
+    now: datetime | None = None,
+    selection: Selection | None = None,
+    slurm: Mapping[int, str] | None = None,
 ) -> list[str]:
-    """The lines ``lynx validate`` prints for a valid ``pipeline``."""
+    """The lines ``lynx validate`` prints for a valid ``pipeline``; ``slurm``: what SLURM said of each SLURM step."""
     count = len(pipeline.steps)
     when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
     picked = ""
@@ -63,7 +74,7 @@ def describe(
         skipped = selection is not None and step.number not in selection.numbers
         lines.append(f"Step {step.number}: {as_shown(step.script)}" + ("  (skipped: not selected)" if skipped else ""))
         lines.append("    " + shown_command_line(step.argv(python)))
-        lines += _launch_lines(step, python, pipeline.name)
+        lines += _launch_lines(step, python, pipeline.name, (slurm or {}).get(step.number))
         lines += [f"  {key}: {text}" for key, text in _extra_keys(step, pipeline)]
         if pipeline.parallel and step.needs is None and step.number > 1:
             lines.append(f"  after: {_group_title(pipeline, step.number - 1)} (no 'needs': the step before it)")
@@ -82,13 +93,12 @@ def describe(
     return lines
 
 
-def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
+def _launch_lines(step: Step, python: str, pipeline: str, verdict: str | None) -> list[str]:
     """How the command is launched when not directly: a SLURM step's srun command line and SLURM's verdict."""
     if step.slurm is None:
         return []
-    from lynx.slurm import ask_slurm, srun_command
+    from lynx.slurm import srun_command
 
-    command = srun_command(step, pipeline=pipeline, python=python)
     # srun's options are made from the step's values (--job-name from its title, --chdir from its cwd):
     # the line shown is made from those values as written.
     as_written = dataclasses.replace(
@@ -100,7 +110,7 @@ def _launch_lines(step: Step, python: str, pipeline: str) -> list[str]:
     shown = srun_command(as_written, pipeline=pipeline, python=python)
     if isinstance(step.path, FromEnvironment):  # made absolute for the job
         shown = [step.path if word == os.path.abspath(step.path) else word for word in shown]
-    return ["  runs on SLURM: " + shown_command_line(shown), "  " + ask_slurm(command)]
+    return ["  runs on SLURM: " + shown_command_line(shown)] + (["  " + verdict] if verdict else [])
 
 
 def _extra_keys(step: Step, pipeline: Pipeline) -> list[tuple[str, str]]:
