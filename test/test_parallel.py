@@ -410,3 +410,37 @@ def test_a_step_that_needs_a_matrix_step_waits_for_all_its_combinations(tmp_path
     sweeps = [step for step in run["steps"] if step["number"] == 1]
     assert len(sweeps) == 3
     assert all(datetime.fromisoformat(step["ended_at"]) <= report[0] for step in sweeps)
+
+
+def test_lynx_killed_with_three_steps_running_leaves_none_of_them(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """The watchdog knows every step that runs side by side: SIGKILL of Lynx ends all three trees."""
+    write_script(
+        tmp_path,
+        "hold.py",
+        """
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        print(f"holding {child.pid}", flush=True)
+        time.sleep(120)
+        """,
+    )
+    write_config(tmp_path, "max_parallel: 3\nsteps:\n  - {script: hold.py, name: hold, matrix: {i: [1, 2, 3]}}\n")
+    out = tmp_path / "out.txt"
+    with open(out, "w", encoding="utf-8") as handle:
+        lynx = subprocess.Popen(
+            [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
+            cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
+        )  # fmt: skip
+    started.append(lynx)
+    wait_for(lambda: out.read_text(encoding="utf-8").count("holding") == 3, timeout=TIMEOUT)
+    tree = psutil.Process(lynx.pid).children(recursive=True)
+    steps = [each for each in tree if each.name() != "lynx-watchdog"]
+    assert len(steps) >= 6
+
+    lynx.kill()
+    lynx.wait(timeout=TIMEOUT)
+
+    _, alive = psutil.wait_procs(steps, timeout=15)
+    assert not [each for each in alive if each.status() != psutil.STATUS_ZOMBIE]

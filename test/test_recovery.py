@@ -11,8 +11,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from conftest import clean_env, lynx_command, marker_step, ran, run_lynx, wait_for, write_config, write_script
+from conftest import (
+    clean_env,
+    is_gone,
+    lynx_command,
+    marker_step,
+    ran,
+    run_lynx,
+    wait_for,
+    write_config,
+    write_script,
+)
 
 
 def history(directory: Path) -> list[dict[str, Any]]:
@@ -120,13 +131,16 @@ def test_a_one_shot_lynx_killed_mid_step_leaves_a_lost_run_in_the_history(lynx_d
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
     )  # fmt: skip
     try:
-        wait_for(lambda: (tmp_path / "wait.py.pid").exists(), timeout=60)
+        step = int(wait_for(lambda: (tmp_path / "wait.py.pid").exists() and (tmp_path / "wait.py.pid").read_text()))
+        step_process = psutil.Process(step)
         killed_at = datetime.now().astimezone()
         lynx.kill()
         lynx.wait(timeout=30)
     finally:
         if lynx.poll() is None:
             lynx.kill()
+    # Lynx's watchdog ends the step it left (SIGTERM: the step dies at once).
+    assert wait_for(lambda: is_gone(step, step_process.create_time()), timeout=10)
 
     shown = run_lynx("history", "-n", "1", cwd=tmp_path)
 
