@@ -22,7 +22,6 @@ def launch(
     python: str = sys.executable,
     environ: Mapping[str, str] = os.environ,
     inherit_stdin: bool = True,
-    reap: bool = True,
 ) -> StepExit:
     """Run ``step`` to its end where it belongs, passing its output to ``on_output`` chunk by chunk.
 
@@ -34,8 +33,6 @@ def launch(
         python: the interpreter for .py scripts.
         environ: the base of the step's environment.
         inherit_stdin: a local step reads Lynx's standard input (a SLURM job never reads input).
-        reap: reap orphans afterwards; not while other steps run side by side (one of theirs might be
-            reaped before its own thread waits for it, losing its exit code).
     """
     try:
         if step.slurm is not None:
@@ -53,9 +50,9 @@ def launch(
             timeout=step.timeout,
         )
     finally:
-        if reap and guard.subreaper:
-            # Between steps no process of Lynx's own is waited for: what has exited is an orphan
-            # the step left (or srun's helpers), re-parented to Lynx.
+        if guard.subreaper:
+            # What has exited and is not one of Lynx's own children (lynx.process.spawn) is an orphan
+            # a step left (or srun's helpers), re-parented to Lynx.
             reap_orphans()
 
 

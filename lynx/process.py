@@ -75,6 +75,41 @@ def boot_id() -> str | None:
         return None
 
 
+class _OwnChildren:
+    """The children Lynx's own threads wait for (steps, srun, hook commands, SLURM's commands).
+
+    Lynx is a subreaper: orphans of its steps become its children, and :func:`reap_orphans` reaps
+    those that exited. It must never reap one of these instead, or its thread's ``wait()`` would find
+    no child and take its exit code for 0. Spawning and registering happen under the lock reaping
+    holds, so no child is seen before it is known. Process-wide by nature: so are the children.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pids: set[int] = set()
+
+
+_OWN = _OwnChildren()
+
+
+def spawn(argv: Sequence[str], **popen_arguments: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(argv, ...)`` of a child Lynx waits for itself; :func:`released` once it was waited for.
+
+    Raises:
+        OSError: it could not be started.
+    """
+    with _OWN.lock:
+        popen: subprocess.Popen[Any] = subprocess.Popen(list(argv), **popen_arguments)
+        _OWN.pids.add(popen.pid)
+    return popen
+
+
+def released(popen: subprocess.Popen[Any]) -> None:
+    """``popen`` (from :func:`spawn`) has been waited for: its PID is no longer Lynx's to keep."""
+    with _OWN.lock:
+        _OWN.pids.discard(popen.pid)
+
+
 @dataclass(frozen=True)
 class StepExit:
     """How a step's process ended."""
@@ -314,8 +349,8 @@ def run_step(
         126 (found but not startable), with the reason in ``launch_error``.
     """
     try:
-        popen = subprocess.Popen(
-            list(argv),
+        popen = spawn(
+            argv,
             stdin=None if inherit_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -411,6 +446,8 @@ def run_step(
         raise
     finally:
         guard._finished(popen)
+        if popen.returncode is not None:
+            released(popen)
         if pidfd is not None:
             os.close(pidfd)
         popen.stdout.close()
@@ -538,19 +575,20 @@ class _Leftovers:
 def reap_orphans() -> None:
     """Reap processes re-parented to Lynx (a subreaper) that have exited.
 
-    Called between steps only (lynx.launch), when Lynx waits for no process of its own: any zombie
-    child is then an orphan. Each is first looked at without being reaped (WNOWAIT), then reaped by
-    its own PID.
+    Called after each step (lynx.launch). Each zombie child is first looked at without being reaped
+    (WNOWAIT), then reaped by its own PID, unless it is one of Lynx's own children, which its own
+    thread reaps: then the orphans behind it wait for the next time.
     """
-    for _ in range(10_000):
-        try:
-            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if found is None or found.si_pid == 0:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(found.si_pid, os.WNOHANG)
+    with _OWN.lock:
+        for _ in range(10_000):
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None or found.si_pid == 0 or found.si_pid in _OWN.pids:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, os.WNOHANG)
 
 
 def describe_interruption(error: BaseException) -> str:
@@ -656,7 +694,8 @@ def _exits_within(popen: subprocess.Popen[bytes], pidfd: int | None, seconds: fl
 
 def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequence[Any] = ()) -> list[Any]:
     """The step's descendants, the other members of its process group and, with ``orphans``,
-    Lynx's children started since the step (with their descendants), as psutil processes; with
+    Lynx's children started since the step that are not its own (with their descendants), as psutil
+    processes; with
     those of ``known`` that are still running. None but ``known`` once the step is reaped."""
     import psutil
 
@@ -669,9 +708,11 @@ def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequen
         if orphans:
             # Start times count in clock ticks; within one tick, PIDs are handed out in order.
             started = (step.create_time(), popen.pid)
+            with _OWN.lock:
+                own = set(_OWN.pids)  # Lynx's own (a hook command, srun of a SLURM step): never the step's
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
-                    if (child.create_time(), child.pid) > started:
+                    if child.pid not in own and (child.create_time(), child.pid) > started:
                         members[child.pid] = child
                         members.update((each.pid, each) for each in child.children(recursive=True))
     for process in psutil.process_iter():

@@ -24,7 +24,7 @@ from lynx.outcome import (
     new_run_id,
 )
 from lynx.plan import make_plan, parallel_limit, side_by_side
-from lynx.process import StepGuard, describe_interruption, forwarded_signal, reap_orphans
+from lynx.process import StepGuard, describe_interruption, forwarded_signal
 from lynx.records import Pipeline, Selection
 from lynx.summary import summary_lines
 
@@ -141,8 +141,6 @@ def _run_steps(
             on_skip=lambda index, group: run.skip(index, plan.members[group][0]),
             on_interrupt=lambda error: guard.stop(describe_interruption(error), forwarded_signal(error)),
         )
-        if tagged and guard.subreaper:
-            reap_orphans()  # none was reaped while steps ran side by side
         if guard.stopping or INTERRUPTED in ended:
             return RunResult(interrupted=True)
         failed = [index for index, outcome in enumerate(ended) if outcome == FAILED]
@@ -261,7 +259,6 @@ class _StepRunner:
                     python=self.python,
                     environ=self.environ,
                     inherit_stdin=self.inherit_stdin,
-                    reap=not self.tagged,
                 )
             finally:
                 record.duration_s += time.monotonic() - began
