@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 import figures_notify
 import figures_operations
 import figures_output
+import figures_parallel
+import figures_resume
 import figures_schedule
 import figures_slurm
 import figures_startup
@@ -48,6 +50,8 @@ ALL: dict[str, Callable[[Bench], list[Row]]] = {
     **figures_steps.FIGURES,
     **figures_watchdog.FIGURES,
     **figures_slurm.FIGURES,
+    **figures_parallel.FIGURES,
+    **figures_resume.FIGURES,
     **figures_notify.FIGURES,
 }
 # In the table's order; 'soak' (last) runs only with --soak.

@@ -32,6 +32,21 @@ def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) 
     return [CompletionItem(incomplete, type="file")]
 
 
+def _selection_options(command: Any) -> Any:
+    """--from, --until and --only: which steps a run runs."""
+    for option in reversed(
+        [
+            click.option("--from", "from_", default=None, metavar="STEP", help="Start at this step (number or name)."),
+            click.option("--until", default=None, metavar="STEP", help="End after this step (number or name)."),
+            click.option(
+                "--only", multiple=True, metavar="STEP", help="Run only this step (number or name; repeatable)."
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 _config_file_option = click.option(
     "--config-file",
     "-cf",
@@ -91,7 +106,9 @@ _config_file_option = click.option(
 @click.option(
     "--name", default=None, metavar="NAME", help="With -bg: the scheduler's name (default: the config file's name)."
 )
+@_selection_options
 @click.option("--detached", is_flag=True, hidden=True)
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def start(
     config_file: str,
     log_file: str | None,
@@ -103,8 +120,16 @@ def start(
     background: bool,
     detached: bool,
     name: str | None,
+    from_: str | None,
+    until: str | None,
+    only: tuple[str, ...],
+    overrides: tuple[str, ...],
 ) -> int:
-    """Run the pipeline: once, or on the config's cron schedule with -ni or -bg."""
+    """Run the pipeline: once, or on the config's cron schedule with -ni or -bg.
+
+    KEY=VALUE changes a value of the config for this run (vars.lr=0.01, steps.2.timeout=600;
+    +KEY=VALUE adds a key).
+    """
     _require_working_directory()
     from lynx.commands.start import StartOptions
     from lynx.commands.start import start as run_start
@@ -120,6 +145,10 @@ def start(
         background=background,
         detached=detached,
         name=name,
+        from_=from_,
+        until=until,
+        only=only,
+        overrides=overrides,
         command_line=tuple(sys.argv[1:]),
     )
     return run_start(options)
@@ -155,12 +184,29 @@ def history(limit: int, as_json: bool, name: str | None) -> int:
 
 @cli.command()
 @_config_file_option
-def validate(config_file: str) -> int:
+@_selection_options
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+def validate(
+    config_file: str, from_: str | None, until: str | None, only: tuple[str, ...], overrides: tuple[str, ...]
+) -> int:
     """Check the config without running it: each step's command line, the next fire times."""
     _require_working_directory()
     from lynx.commands.validate import validate as run_validate
 
-    return run_validate(config_file)
+    return run_validate(config_file, overrides=overrides, from_=from_, until=until, only=only)
+
+
+@cli.command()
+@click.argument("run_id", required=False, metavar="[RUN_ID]")
+@click.option("--name", default=None, metavar="NAME", help="The newest failed run of this scheduler (or config name).")
+@click.option("--non-interactive", "-ni", is_flag=True, help="No rerun dialog: a failed step ends the run.")
+@click.option("--force", is_flag=True, help="Retry even though the config file changed since that run.")
+def retry(run_id: str | None, name: str | None, non_interactive: bool, force: bool) -> int:
+    """Rerun a failed or interrupted run from its first step that did not succeed (default: the newest)."""
+    _require_working_directory()
+    from lynx.commands.retry import retry as run_retry
+
+    return run_retry(run_id, name=name, non_interactive=non_interactive, force=force)
 
 
 @cli.command()
@@ -197,6 +243,34 @@ def logs(name: str | None, lines: int, follow: bool) -> int:
     from lynx.commands.logs import logs as run_logs
 
     return run_logs(name, lines=lines, follow=follow)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--all", "all_", is_flag=True, help="Every scheduler recorded here that died (the default).")
+def restore(names: tuple[str, ...], all_: bool) -> int:
+    """Start again the background schedulers of this directory that died (a reboot, kill -9), as they were started."""
+    _require_working_directory()
+    from lynx.commands.restore import restore as run_restore
+
+    return run_restore(names, all_=all_)
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["install", "remove"]))
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "systemd", "cron"]),
+    default="auto",
+    show_default=True,
+    help="A systemd user unit, or an @reboot crontab line (auto: systemd when it runs this machine).",
+)
+def service(action: str, kind: str) -> int:
+    """Bring this directory's background schedulers back at boot ('lynx restore --all'), or stop doing so."""
+    _require_working_directory()
+    from lynx.commands.service import service as run_service
+
+    return run_service(action, kind=kind)
 
 
 def _require_working_directory() -> None:

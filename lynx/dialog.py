@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from lynx.logs import get_logger, paint
-from lynx.runner import Decision, StepResult
+from lynx.outcome import Decision, StepResult
 
 RERUN_STEP = "Do you want to rerun this step? (y/n)"
 RERUN_PIPELINE = "Do you want to rerun the whole pipeline from the beginning? (y/n)"

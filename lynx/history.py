@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from lynx.records import shown_words
 from lynx.statefiles import STATE_DIR, check_owner, open_regular
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from lynx.outcome import RunResult, StepRecord
     from lynx.records import Step
-    from lynx.runner import RunResult, StepRecord
 
 HISTORY_FILE = "runs.jsonl"
 # The records of SLURM jobs (lynx.jobs): here so that start, status and stop can see there are none
@@ -51,14 +52,25 @@ class HistoryRecorder:
         config_file: the config the runs come from.
         name: the background scheduler's name, None in the foreground.
         max_bytes: the size past which the file is rotated.
+        request: keys recorded with each run when the run was asked for with them (``selection``,
+            ``overrides``, ``retry_of``).
     """
 
-    def __init__(self, directory: str, config_file: str, name: str | None, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(
+        self,
+        directory: str,
+        config_file: str,
+        name: str | None,
+        max_bytes: int = MAX_BYTES,
+        request: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = history_path(directory)
+        # What the run was asked to be, beside its config (selection, overrides, retry_of): recorded when given.
+        self.request = dict(request or {})
         self.config_file = os.path.abspath(config_file)
         self.name = name
         self.max_bytes = max_bytes
-        self.config_sha256 = _file_sha256(self.config_file)
+        self.config_sha256 = file_sha256(self.config_file)
         self.warned = False
 
     def run_started(self, run_id: str, started_at: datetime) -> None:
@@ -80,12 +92,12 @@ class HistoryRecorder:
         """The run as one JSON line."""
         return (to_json(self.record(result)) + "\n").encode("ascii")
 
-    def record(self, result: RunResult) -> dict[str, Any]:
-        """The run's history record: what ``lynx history --json`` shows, and what notifications carry."""
+    def head(self, run_id: str | None, started_at: datetime | None) -> dict[str, Any]:
+        """What the run's record says from its start (lynx.recovery keeps it while the run goes on)."""
         from lynx import __version__
 
         return {
-            "run_id": result.run_id,
+            "run_id": run_id,
             "name": self.name,
             "config_file": self.config_file,
             "config_sha256": self.config_sha256,
@@ -93,12 +105,21 @@ class HistoryRecorder:
             "user": _user(),
             "python": sys.executable,
             "lynx_version": __version__,
-            "started_at": _iso(result.started_at),
+            "started_at": _iso(started_at),
+            **self.request,
+        }
+
+    def record(self, result: RunResult) -> dict[str, Any]:
+        """The run's history record: what ``lynx history --json`` shows, and what notifications carry."""
+        head = self.head(result.run_id, result.started_at)
+        return {
+            **{key: value for key, value in head.items() if key not in self.request},
             "ended_at": _iso(result.ended_at),
             "duration_s": round(result.duration_s, 3),
             "result": result.result,
             "failed_step": result.failed_step,
-            "steps": [_step(step) for step in result.steps],
+            **self.request,
+            "steps": [step_record(step) for step in result.steps],
         }
 
     def _warn(self, error: OSError) -> None:
@@ -114,12 +135,16 @@ class HistoryRecorder:
 
 
 def recorder_for(
-    directory: str, config_file: str, name: str | None, environ: Mapping[str, str] = os.environ
+    directory: str,
+    config_file: str,
+    name: str | None,
+    environ: Mapping[str, str] = os.environ,
+    request: Mapping[str, Any] | None = None,
 ) -> HistoryRecorder:
     """The history recorder of ``directory``; LYNX_HISTORY_MAX_BYTES (a number of bytes) changes the rotation size."""
     text = environ.get(MAX_BYTES_VARIABLE, "")
     max_bytes = int(text) if text.isdigit() else MAX_BYTES
-    return HistoryRecorder(directory, config_file, name, max_bytes)
+    return HistoryRecorder(directory, config_file, name, max_bytes, request)
 
 
 def append_line(path: str, line: bytes, max_bytes: int = MAX_BYTES) -> None:
@@ -171,13 +196,22 @@ def _rotate(path: str, fd: int, length: int, max_bytes: int) -> None:
         os.replace(path, path + ".1")
 
 
-def read_runs(directory: str, *, limit: int | None = None, name: str | None = None) -> list[dict[str, Any]]:
+def read_runs(
+    directory: str,
+    *,
+    limit: int | None = None,
+    name: str | None = None,
+    accept: Callable[[dict[str, Any]], bool] | None = None,
+    run_id: str | None = None,
+) -> list[dict[str, Any]]:
     """The recorded runs, newest first; lines that are no run are skipped.
 
     Args:
         directory: where ``.lynx/`` is.
         limit: at most this many (None: all).
         name: only the runs of this scheduler, or foreground runs of a config file of this name.
+        accept: only the runs it accepts (reading stops once ``limit`` of them are found).
+        run_id: only the runs whose id starts with this (blocks of the file without it are passed over).
 
     Raises:
         OSError: the history cannot be read (a StateFileError for someone else's ``.lynx/``, a link, a FIFO).
@@ -187,6 +221,9 @@ def read_runs(directory: str, *, limit: int | None = None, name: str | None = No
     check_owner(directory)
     path = history_path(directory)
     needle = name.encode("utf-8") if name is not None and _plain(name) else None
+    if run_id is not None and _plain(run_id):
+        # As the history writes it (no spaces): the fastest test there is for a line that may be it.
+        needle = f'"run_id":"{run_id}'.encode("ascii")
     runs: list[dict[str, Any]] = []
     for file in (path, path + ".1"):
         for line in _lines_backwards(file, needle):
@@ -195,6 +232,10 @@ def read_runs(directory: str, *, limit: int | None = None, name: str | None = No
             except ValueError:
                 continue  # the unfinished line of a killed Lynx, or a damaged one
             if run_problem(run) is not None or (name is not None and run_name(run) != name):
+                continue
+            if accept is not None and not accept(run):
+                continue
+            if run_id is not None and not str(run.get("run_id", "")).startswith(run_id):
                 continue
             runs.append(run)
             if limit is not None and len(runs) >= limit:
@@ -291,17 +332,26 @@ def _plain(name: str) -> bool:
     return name.isascii() and all(char.isalnum() or char in "-_." for char in name)
 
 
-def _step(record: StepRecord) -> dict[str, Any]:
+def step_record(record: StepRecord) -> dict[str, Any]:
+    """A step's part of the history record."""
     step: dict[str, Any] = {
         "number": record.number,
         "script": record.script,
         "name": record.title if record.title != record.script else None,
-        "argv": list(record.argv),
+        # A word read from the environment (a token, say) as the file wrote it: records travel (notifications).
+        "argv": shown_words(record.argv),
         "attempts": record.attempts,
         "returncode": record.returncode,
         "duration_s": round(record.duration_s, 3),
         "result": record.result,
     }
+    if record.started_at is not None:
+        step["started_at"] = _iso(record.started_at)
+        step["ended_at"] = _iso(record.ended_at)
+    if record.matrix:
+        step["matrix"] = dict(record.matrix)
+    if record.reason is not None:
+        step["reason"] = record.reason
     if record.timed_out:
         step["timed_out"] = True
     if record.job_id is not None:
@@ -323,7 +373,7 @@ def _user() -> str:
         return os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
 
 
-def _file_sha256(path: str) -> str | None:
+def file_sha256(path: str) -> str | None:
     # hashlib loads OpenSSL (several ms); the built-in SHA-256 module costs a fraction of that.
     try:
         from _sha256 import sha256  # type: ignore[import-not-found]  # Python up to 3.11

@@ -51,8 +51,8 @@ def launch(
         )
     finally:
         if guard.subreaper:
-            # Between steps no process of Lynx's own is waited for: what has exited is an orphan
-            # the step left (or srun's helpers), re-parented to Lynx.
+            # What has exited and is not one of Lynx's own children (lynx.process.spawn) is an orphan
+            # a step left (or srun's helpers), re-parented to Lynx.
             reap_orphans()
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any, BinaryIO, Mapping, TextIO
 
@@ -342,6 +343,12 @@ class OutputRelay:
         self.log_file = log_file
         self.partial = b""
         self.screen_mid_line = False
+        # Tagged relays of steps that run side by side share it: one writer of whole lines at a time.
+        self.lock = threading.Lock()
+
+    def tagged(self, tag: str) -> TaggedRelay:
+        """A relay for one of several steps running at once: whole lines, each starting with ``[tag] ``."""
+        return TaggedRelay(self, tag)
 
     def write(self, chunk: bytes) -> None:
         if self.screen is not None:
@@ -399,6 +406,52 @@ class OutputRelay:
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         self.log_file.write_output(block)
+
+
+class TaggedRelay:
+    """One step's output when several steps run at once: split into lines (at ``\n``, ``\r`` or ``\r\n``),
+    each shown and logged whole, as ``[tag] line``, so lines of different steps never mix.
+
+    A line appears as soon as its end arrives; one without an end is passed on at MAX_LOG_LINE bytes
+    and when the step ends.
+    """
+
+    def __init__(self, shared: OutputRelay, tag: str) -> None:
+        self.shared = shared
+        self.prefix = f"[{tag}] ".encode("utf-8", "replace")
+        self.partial = b""
+
+    def write(self, chunk: bytes) -> None:
+        data = self.partial + chunk if self.partial else chunk
+        # A trailing \r may be the first half of \r\n: keep it until the next chunk says.
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)
+        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+        if cut < 0:
+            self.partial = data
+        else:
+            self.partial = data[cut + 1 :]
+            self._emit(data[:cut])
+        while len(self.partial) >= MAX_LOG_LINE:
+            self._emit(self.partial[:MAX_LOG_LINE])
+            self.partial = self.partial[MAX_LOG_LINE:]
+
+    def flush(self) -> None:
+        if self.partial:
+            last = self.partial[:-1] if self.partial.endswith(b"\r") else self.partial
+            self.partial = b""
+            if last:
+                self._emit(last)
+
+    def _emit(self, block: bytes) -> None:
+        """Pass on ``block``: lines without their final separator."""
+        lines = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        tagged = b"\n".join(self.prefix + line for line in lines)
+        shared = self.shared
+        with shared.lock:
+            if shared.screen is not None:
+                shared._to_screen(tagged + b"\n")
+            if shared.log_file is not None:
+                shared._emit(tagged)
 
 
 def color_wanted(stream: Any, environ: Mapping[str, str]) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import itertools
 import logging
 import os
 import select
@@ -73,6 +75,41 @@ def boot_id() -> str | None:
         return None
 
 
+class _OwnChildren:
+    """The children Lynx's own threads wait for (steps, srun, hook commands, SLURM's commands).
+
+    Lynx is a subreaper: orphans of its steps become its children, and :func:`reap_orphans` reaps
+    those that exited. It must never reap one of these instead, or its thread's ``wait()`` would find
+    no child and take its exit code for 0. Spawning and registering happen under the lock reaping
+    holds, so no child is seen before it is known. Process-wide by nature: so are the children.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pids: set[int] = set()
+
+
+_OWN = _OwnChildren()
+
+
+def spawn(argv: Sequence[str], **popen_arguments: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(argv, ...)`` of a child Lynx waits for itself; :func:`released` once it was waited for.
+
+    Raises:
+        OSError: it could not be started.
+    """
+    with _OWN.lock:
+        popen: subprocess.Popen[Any] = subprocess.Popen(list(argv), **popen_arguments)
+        _OWN.pids.add(popen.pid)
+    return popen
+
+
+def released(popen: subprocess.Popen[Any]) -> None:
+    """``popen`` (from :func:`spawn`) has been waited for: its PID is no longer Lynx's to keep."""
+    with _OWN.lock:
+        _OWN.pids.discard(popen.pid)
+
+
 @dataclass(frozen=True)
 class StepExit:
     """How a step's process ended."""
@@ -124,16 +161,18 @@ class StepGuard:
         self.subreaper = False
         # Reentrant: the Ctrl+Z handler runs in the main thread, which may be inside a `with`.
         self._lock = threading.RLock()
-        self._running: tuple[subprocess.Popen[bytes], str] | None = None
-        # How to end a step that does not run here (a SLURM job): called with the reason and signal.
-        self._ender: Callable[[str, int], None] | None = None
+        # The steps running now (several when steps run side by side), by PID: each with its name and
+        # the guard's paused seconds when it started.
+        self._running: dict[int, tuple[subprocess.Popen[bytes], str, float]] = {}
+        # How to end steps that do not run here (SLURM jobs): each called with the reason and signal.
+        self._enders: dict[int, Callable[[str, int], None]] = {}
         self._stopping = threading.Event()
         # Held by stop() while it ends a local step: the step's own thread then leaves reaping it
         # to stop(), which keeps the step's process group pinned until its whole tree is ended.
         self._ending = threading.Lock()
         # What stop() forwards first: what Lynx received (SIGINT for Ctrl+C).
         self.stop_signal: int = signal.SIGTERM
-        self._suspended: tuple[list[Any], float] | None = None
+        self._suspended: tuple[dict[int, list[Any]], float] | None = None
         self._paused = 0.0
         self._leftovers: _Leftovers | None = None
 
@@ -147,12 +186,17 @@ class StepGuard:
         with self._ending:
             self._stopping.set()
             with self._lock:
-                running, ender = self._running, self._ender
-            if running is not None:
-                popen, name = running
-                end_process_tree(popen, name, reason, self.grace, first=signum, orphans=self.subreaper, stopping=True)
-        if running is None and ender is not None:
-            ender(reason, signum)
+                running = list(self._running.values())
+                enders = list(self._enders.values())
+            # Side by side steps are ended side by side: each gets its grace at the same time.
+            endings = [
+                functools.partial(
+                    end_process_tree, popen, name, reason, self.grace, first=signum,
+                    orphans=self.subreaper and len(running) + len(enders) == 1, stopping=True,
+                )
+                for popen, name, _ in running
+            ]  # fmt: skip
+            _all_at_once([*(functools.partial(ender, reason, signum) for ender in enders), *endings])
 
     @property
     def _ended_elsewhere(self) -> bool:
@@ -169,11 +213,13 @@ class StepGuard:
         """Stop the running step's processes (Ctrl+Z). SIGSTOP, because the step's process group,
         alone in its session, is orphaned: the kernel discards a SIGTSTP sent to it."""
         with self._lock:
-            if self._running is None or self._suspended is not None:
+            if not self._running or self._suspended is not None:
                 return
-            popen, _ = self._running
-            members = _step_processes(popen, self.subreaper) if popen.returncode is None else []
-            _signal_all(popen, members, signal.SIGSTOP)
+            orphans = self.subreaper and len(self._running) == 1
+            members = {}
+            for popen, _, _ in self._running.values():
+                members[popen.pid] = _step_processes(popen, orphans) if popen.returncode is None else []
+                _signal_all(popen, members[popen.pid], signal.SIGSTOP)
             self._suspended = (members, time.monotonic())
 
     def resume(self) -> None:
@@ -185,12 +231,14 @@ class StepGuard:
             members, since = self._suspended
             self._suspended = None
             self._paused += time.monotonic() - since
-            if self._running is not None:
-                _signal_all(self._running[0], members, signal.SIGCONT)
+            for pid, (popen, _, _) in self._running.items():
+                _signal_all(popen, members.get(pid, []), signal.SIGCONT)
 
-    def _paused_seconds(self) -> float:
+    def _paused_seconds(self, popen: subprocess.Popen[bytes]) -> float:
+        """Seconds the step ``popen`` has spent suspended (Ctrl+Z) since it started."""
         with self._lock:
-            return self._paused
+            running = self._running.get(popen.pid)
+            return self._paused - running[2] if running is not None else 0.0
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking at once when :meth:`stop` is called; True if stopping."""
@@ -198,26 +246,38 @@ class StepGuard:
 
     def _started(self, popen: subprocess.Popen[bytes], name: str, pidfd: int | None = None) -> None:
         with self._lock:
-            self._running = (popen, name)
-            self._paused = 0.0
+            self._running[popen.pid] = (popen, name, self._paused)
         if self.watchdog is not None:
             self.watchdog.step_started(popen.pid, name, self.job_record, pidfd)
 
-    def started_elsewhere(self, ender: Callable[[str, int], None]) -> None:
-        """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``."""
+    @property
+    def running_steps(self) -> int:
+        """How many steps run now, here or elsewhere."""
         with self._lock:
-            self._ender = ender
+            return len(self._running) + len(self._enders)
 
-    def finished_elsewhere(self) -> None:
-        with self._lock:
-            self._ender = None
+    def started_elsewhere(self, ender: Callable[[str, int], None]) -> int:
+        """A step that does not run here has started; :meth:`stop` ends it with ``ender(reason, signum)``.
 
-    def _finished(self) -> None:
+        Returns:
+            The token to hand to :meth:`finished_elsewhere`.
+        """
         with self._lock:
-            running, self._running = self._running, None
-            self._suspended = None
+            token = next(_tokens)
+            self._enders[token] = ender
+            return token
+
+    def finished_elsewhere(self, token: int) -> None:
+        with self._lock:
+            self._enders.pop(token, None)
+
+    def _finished(self, popen: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            running = self._running.pop(popen.pid, None)
+            if self._suspended is not None:
+                self._suspended[0].pop(popen.pid, None)
         if self.watchdog is not None and running is not None:
-            self.watchdog.step_ended(running[0].pid)
+            self.watchdog.step_ended(popen.pid)
 
     def _leave_running(self, fd: int, on_output: Callable[[bytes], None]) -> None:
         """Keep relaying pipe ``fd`` (now owned by the guard) until whatever holds it closes it."""
@@ -289,8 +349,8 @@ def run_step(
         126 (found but not startable), with the reason in ``launch_error``.
     """
     try:
-        popen = subprocess.Popen(
-            list(argv),
+        popen = spawn(
+            argv,
             stdin=None if inherit_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -310,8 +370,8 @@ def run_step(
         guard._started(popen, name, pidfd)
         if guard.stopping:
             end_process_tree(
-                popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal, orphans=guard.subreaper,
-                stopping=True,
+                popen, name, "Lynx is stopping", guard.grace, first=guard.stop_signal,
+                orphans=guard.subreaper and guard.running_steps == 1, stopping=True,
             )  # fmt: skip
         started = time.monotonic()
         _widen_pipe(fd)
@@ -343,7 +403,7 @@ def run_step(
                     continue
                 next_check = now + FLOWING_CHECK
             elif chunk is None:
-                left = None if timeout is None else started + guard._paused_seconds() + timeout - time.monotonic()
+                left = None if timeout is None else started + guard._paused_seconds(popen) + timeout - time.monotonic()
                 wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
                 events = poller.poll(_poll_ms(EXIT_CHECK if ending else wait))
                 if pipe_open and any(ready == fd for ready, _ in events):
@@ -358,9 +418,12 @@ def run_step(
             if popen.poll() is not None:
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
-            if timeout is not None and time.monotonic() - started - guard._paused_seconds() >= timeout:
+            if timeout is not None and time.monotonic() - started - guard._paused_seconds(popen) >= timeout:
                 timed_out = True
-                end_process_tree(popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper)
+                alone = guard.running_steps == 1
+                end_process_tree(
+                    popen, name, f"timed out after {timeout:g} s", guard.grace, orphans=guard.subreaper and alone
+                )
                 left_running = pipe_open and not _drain(fd, on_output)
                 break
         guard._wait_for_ending()
@@ -375,17 +438,35 @@ def run_step(
             describe_interruption(error),
             guard.grace,
             first=forwarded_signal(error),
-            orphans=guard.subreaper,
+            orphans=guard.subreaper and guard.running_steps == 1,
             stopping=True,
         )
         # What the step printed while it was being ended (say, "saving a checkpoint") is kept.
         _drain(fd, on_output)
         raise
     finally:
-        guard._finished()
+        guard._finished(popen)
+        if popen.returncode is not None:
+            released(popen)
         if pidfd is not None:
             os.close(pidfd)
         popen.stdout.close()
+
+
+_tokens = itertools.count(1)
+
+
+def _all_at_once(calls: Sequence[Callable[[], object]]) -> None:
+    """Make the calls, each in a thread of its own but the last (in this one), and wait for all."""
+    threads = [threading.Thread(target=call, name="lynx-end", daemon=True) for call in calls[:-1]]
+    for thread in threads:
+        thread.start()
+    try:
+        if calls:
+            calls[-1]()
+    finally:
+        for thread in threads:
+            thread.join()
 
 
 def _not_started(error: OSError) -> StepExit:
@@ -494,19 +575,20 @@ class _Leftovers:
 def reap_orphans() -> None:
     """Reap processes re-parented to Lynx (a subreaper) that have exited.
 
-    Called between steps only (lynx.launch), when Lynx waits for no process of its own: any zombie
-    child is then an orphan. Each is first looked at without being reaped (WNOWAIT), then reaped by
-    its own PID.
+    Called after each step (lynx.launch). Each zombie child is first looked at without being reaped
+    (WNOWAIT), then reaped by its own PID, unless it is one of Lynx's own children, which its own
+    thread reaps: then the orphans behind it wait for the next time.
     """
-    for _ in range(10_000):
-        try:
-            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if found is None or found.si_pid == 0:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(found.si_pid, os.WNOHANG)
+    with _OWN.lock:
+        for _ in range(10_000):
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None or found.si_pid == 0 or found.si_pid in _OWN.pids:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, os.WNOHANG)
 
 
 def describe_interruption(error: BaseException) -> str:
@@ -612,7 +694,8 @@ def _exits_within(popen: subprocess.Popen[bytes], pidfd: int | None, seconds: fl
 
 def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequence[Any] = ()) -> list[Any]:
     """The step's descendants, the other members of its process group and, with ``orphans``,
-    Lynx's children started since the step (with their descendants), as psutil processes; with
+    Lynx's children started since the step that are not its own (with their descendants), as psutil
+    processes; with
     those of ``known`` that are still running. None but ``known`` once the step is reaped."""
     import psutil
 
@@ -625,9 +708,11 @@ def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequen
         if orphans:
             # Start times count in clock ticks; within one tick, PIDs are handed out in order.
             started = (step.create_time(), popen.pid)
+            with _OWN.lock:
+                own = set(_OWN.pids)  # Lynx's own (a hook command, srun of a SLURM step): never the step's
             for child in psutil.Process().children():
                 with contextlib.suppress(psutil.Error):
-                    if (child.create_time(), child.pid) > started:
+                    if child.pid not in own and (child.create_time(), child.pid) > started:
                         members[child.pid] = child
                         members.update((each.pid, each) for each in child.children(recursive=True))
     for process in psutil.process_iter():

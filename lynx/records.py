@@ -42,6 +42,16 @@ def as_shown(value: Any) -> str:
     return value.written if isinstance(value, FromEnvironment) else str(value)
 
 
+def shown_words(words: Sequence[str]) -> list[str]:
+    """``words`` as Lynx shows (and records) them: a word read from the environment as the file wrote it
+    (an entry that split into several words shows once, as a whole)."""
+    return [
+        word.written if isinstance(word, FromEnvironment) else str(word)
+        for word in words
+        if not isinstance(word, FromEnvironment) or word.written
+    ]
+
+
 def shown_command_line(words: Sequence[str]) -> str:
     """``words`` as a shell command line (``shlex.join``), except that a word read from the environment
     shows as the file wrote it, unquoted: the text of the file, not the secret the program gets."""
@@ -75,6 +85,10 @@ class Step:
     python: str | None = None
     # srun long options (without dashes) when the step runs as a SLURM job; True gives a bare --option.
     slurm: tuple[tuple[str, str | bool], ...] | None = None
+    # The numbers of the steps that must have succeeded first; None: the step before it (as ever).
+    needs: tuple[int, ...] | None = None
+    # This combination's values (name, value as written) when the step has a ``matrix``.
+    matrix: tuple[tuple[str, str], ...] = ()
 
     @property
     def title(self) -> str:
@@ -84,6 +98,21 @@ class Step:
     @property
     def label(self) -> str:
         return f"Step {self.number} ({self.title})"
+
+    @property
+    def group_title(self) -> str:
+        """The config step's title: a matrix step's without its combination's values (``train``)."""
+        if not self.matrix:
+            return self.title
+        suffix = f" ({', '.join(f'{name}={value}' for name, value in self.matrix)})"
+        return self.title[: -len(suffix)] if self.title.endswith(suffix) else self.title
+
+    @property
+    def tag(self) -> str:
+        """What prefixes the step's output lines when several steps may run at once: ``train lr=0.1 seed=1``."""
+        if not self.matrix:
+            return self.title
+        return " ".join([self.group_title, *(f"{name}={value}" for name, value in self.matrix)])
 
     def argv(self, python: str) -> tuple[str, ...]:
         """The command line: a .py script with ``python`` (or the step's own), anything else run directly."""
@@ -124,6 +153,8 @@ class Schedule:
     coalesce: bool = True
     # With -ni/-bg: one run right at start, then the schedule.
     run_on_start: bool = False
+    # At start, run once if a fire was missed since the last run (True), or one at most this many seconds old.
+    catchup: bool | float = False
 
     def trigger(self) -> Any:
         """Build the trigger (raises ValueError/TypeError on bad values, lynx.cron.TimezoneError
@@ -216,8 +247,37 @@ class Pipeline:
     steps: tuple[Step, ...]
     schedule: Schedule | None = None
     channels: tuple[Channel, ...] = ()
+    # At most this many steps at once (top-level ``max_parallel``); None: as many as Lynx may use CPUs.
+    max_parallel: int | None = None
+    # The config uses ``needs``, ``matrix`` or ``max_parallel``: its summary shows when each step ran.
+    parallel: bool = False
 
     @property
     def name(self) -> str:
         """The config file's name without its extension: the default scheduler name."""
         return os.path.splitext(os.path.basename(self.source))[0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The steps a run runs when ``--from``, ``--until`` or ``--only`` pick some (by config number)."""
+
+    numbers: frozenset[int]
+    # How the user picked them, in order: ("from", "3"), ("only", "prep"), ...
+    given: tuple[tuple[str, str], ...]
+
+    @property
+    def said(self) -> str:
+        """``--from 3``, ``--only prep --only 4``: for messages."""
+        return " ".join(f"--{option} {value}" for option, value in self.given)
+
+    def as_record(self) -> dict[str, object]:
+        """For the history and the scheduler's record: ``{"from": "3"}``, ``{"only": ["prep", "4"]}``."""
+        record: dict[str, object] = {}
+        for option, value in self.given:
+            if option == "only":
+                record.setdefault("only", [])
+                record["only"].append(value)  # type: ignore[attr-defined]
+            else:
+                record[option] = value
+        return record

@@ -9,14 +9,14 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
+from lynx.outcome import RunResult
 from lynx.process import StepGuard, describe_interruption, forwarded_signal
 from lynx.records import Schedule
-from lynx.runner import RunResult
 
 JOB_ID = "lynx-pipeline"
 # A wall clock that goes back by at least this much was stepped (NTP slews it by at most 0.5 ms a second).
@@ -35,6 +35,7 @@ def run_on_schedule(
     stdin_fd: int | None = None,
     on_next_run: Callable[[datetime | None], None] | None = None,
     stop_hint: str = "Press Ctrl+C to stop.",
+    last_run: datetime | None = None,
 ) -> RunResult:
     """Block, running ``run`` on every fire, until a run fails (unless ``keep_running``) or input ends.
 
@@ -47,6 +48,8 @@ def run_on_schedule(
         on_next_run: told the next fire time whenever it is known: at start and after each run
             (None: no more fires).
         stop_hint: how to stop it, said with the first run time.
+        last_run: when this schedule's newest recorded run started: with ``catchup``, a fire missed
+            since then (while Lynx was down) runs once at start.
 
     Returns:
         The failed run that ended the schedule, the last run when the trigger has no more fire
@@ -137,6 +140,10 @@ def run_on_schedule(
     # run_on_start: the job's first run is now; APScheduler then follows the trigger. Else the first
     # fire is the one said below (with a jitter, asking the trigger again would give another).
     start_now = datetime.now(trigger.timezone) if schedule.run_on_start else None
+    missed = None if start_now is not None else missed_fire(schedule, trigger, last_run)
+    if missed is not None:
+        log.info(f"Catching up the run missed at {describe(missed)}.")
+        start_now = datetime.now(trigger.timezone)
     scheduler.add_job(
         job,
         trigger,
@@ -149,7 +156,7 @@ def run_on_schedule(
     scheduler.add_listener(on_event, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
     when = f"at {describe(first)}" if first else "never"
     if start_now is not None:
-        when = f"now (run_on_start), then {when}"
+        when = f"now ({'catching up' if missed is not None else 'run_on_start'}), then {when}"
     log.info(f"Lynx is scheduled: first run {when}. {stop_hint}")
     if on_next_run is not None:
         on_next_run(start_now or first)
@@ -226,6 +233,23 @@ def _scheduler_class() -> Any:
             return wait
 
     return WallClockScheduler
+
+
+def missed_fire(schedule: Schedule, trigger: Any, last_run: datetime | None, now: datetime | None = None) -> Any:
+    """With ``catchup``: the first fire since ``last_run`` (or, with a number of seconds, within that many
+    seconds of now) that is already past; None when none was missed or catch-up is off.
+
+    Several missed fires run once, as coalesce does: only the first is needed to know.
+    """
+    if not schedule.catchup or last_run is None:
+        return None
+    now = now or datetime.now(trigger.timezone)
+    since = last_run.astimezone(trigger.timezone)
+    if schedule.catchup is not True:
+        since = max(since, now - timedelta(seconds=float(schedule.catchup)))
+    # A microsecond on: the fire that started the last run is not a missed one.
+    fire = trigger.get_next_fire_time(None, since + timedelta(microseconds=1))
+    return fire if fire is not None and fire <= now else None
 
 
 def _end_of_input(scheduler: Any) -> None:

@@ -111,7 +111,9 @@ def run_job(
     srun_exit: int | None = None
     worker.start()
     # Lynx's stop (Ctrl+C or SIGTERM while a schedule waits in the main thread) ends the job from there.
-    guard.started_elsewhere(lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True))
+    token = guard.started_elsewhere(
+        lambda reason, signum: job.cancel(reason, worker, inner, first=signum, stopping=True)
+    )
     try:
         poll = FIRST_POLL
         next_look = time.monotonic() + poll
@@ -150,7 +152,7 @@ def run_job(
         job.cancel(describe_interruption(error), worker, inner, first=forwarded_signal(error), stopping=True)
         raise
     finally:
-        guard.finished_elsewhere()
+        guard.finished_elsewhere(token)
         job.close(srun_exit)
         if guard.watchdog is not None and job.record is not None and job.record.path is not None:
             guard.watchdog.job_done(job.record.path)

@@ -22,7 +22,7 @@ from typing import Mapping
 
 from lynx.jobs import ACTIVE_STATES, JobRecord, JobRegistry, controller_down
 from lynx.logs import get_logger
-from lynx.process import StepGuard, signals_deferred
+from lynx.process import StepGuard, released, signals_deferred, spawn
 
 # How long SLURM commands may take before the cluster counts as not answering.
 COMMAND_TIMEOUT = 15.0
@@ -387,7 +387,7 @@ class SlurmJob:
             said.append("Lynx gave up on the job")
             return None
         try:
-            popen = subprocess.Popen(
+            popen = spawn(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 env=self.env,
             )  # fmt: skip
@@ -416,6 +416,9 @@ class SlurmJob:
             popen.kill()
             popen.wait()
             raise
+        finally:
+            if popen.returncode is not None:
+                released(popen)
         if popen.returncode != 0:
             message = " ".join(err.split()) or f"exit code {popen.returncode}"
             if "Unable to contact slurm controller" in message:

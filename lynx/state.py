@@ -311,6 +311,12 @@ ENDINGS = {
 }
 
 
+def restorable(entry: SchedulerEntry) -> bool:
+    """Once its process is gone, ``lynx restore`` brings it back: it did not end by itself, and its record
+    says how it was started (a stopped one leaves no record, only a tombstone)."""
+    return entry.ended is None and entry.stopped_at is None and bool(entry.options)
+
+
 def describe_ending(ended: dict[str, Any]) -> str:
     """Why a scheduler ended by itself, in words (an error with its ``Error:`` text)."""
     reason = str(ended.get("reason"))

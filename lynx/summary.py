@@ -5,26 +5,53 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple
+from typing import Iterable, Sequence, Tuple
 
-# (label, result, duration in seconds, exit code or None, attempts, timed out)
-SummaryRow = Tuple[str, str, float, "int | None", int, bool]
+# (label, result, duration in seconds, exit code or None, attempts, timed out, why it was skipped or None)
+SummaryRow = Tuple[str, str, float, "int | None", int, bool, "str | None"]
 MIN_WIDTH = 40
 HEADER = "Run summary:"
+# The characters of a step's bar on the run's time axis.
+BAR_WIDTH = 30
 
 
-def summary_lines(rows: Iterable[SummaryRow], result: str, duration_s: float) -> list[tuple[str, str | None]]:
+def summary_lines(
+    rows: Iterable[SummaryRow],
+    result: str,
+    duration_s: float,
+    timeline: Sequence[tuple[float, float] | None] | None = None,
+) -> list[tuple[str, str | None]]:
     """The summary as (text, result) pairs, the result deciding each line's color (None: none).
 
     Args:
-        rows: the steps that ran, in order.
+        rows: the steps that ran (or were skipped), in order.
         result: the run's result ('ok', 'failed' or 'interrupted').
         duration_s: the whole run's duration.
+        timeline: for runs whose steps may run side by side, each row's (start offset, time from its
+            first start to its last end) in seconds, or None for a step that never started: each
+            line then says when the step started and draws a bar on the run's time axis.
     """
     rows = list(rows)
     width = label_width(rows)
+    lines = step_lines(rows, width)
+    if timeline is not None:
+        lines = [(_with_bar(text, span, duration_s), outcome) for (text, outcome), span in zip(lines, timeline)]
     total = (_line("Total", result, duration_s, [], width), result)
-    return [(HEADER, None), *step_lines(rows, width), total]
+    return [(HEADER, None), *lines, total]
+
+
+def _with_bar(text: str, span: tuple[float, float] | None, total: float) -> str:
+    """``text`` with the step's start offset and its bar: ``  +1.20 s  |   #####      |``."""
+    if span is None:
+        return text
+    start, length = span
+    scale = BAR_WIDTH / total if total > 0 else 0.0
+    first = min(int(start * scale), BAR_WIDTH - 1)
+    last = max(first + 1, min(round((start + length) * scale), BAR_WIDTH))
+    bar = " " * first + "#" * (last - first) + " " * (BAR_WIDTH - last)
+    head, _, details = text.partition("  (")
+    tail = f"  ({details}" if details else ""
+    return f"{head}  +{format_duration(start)}  |{bar}|{tail}"
 
 
 def label_width(rows: list[SummaryRow]) -> int:
@@ -35,10 +62,12 @@ def label_width(rows: list[SummaryRow]) -> int:
 def step_lines(rows: Iterable[SummaryRow], width: int) -> list[tuple[str, str]]:
     """One (text, result) line per step."""
     lines = []
-    for label, outcome, duration, returncode, attempts, timed_out in rows:
+    for label, outcome, duration, returncode, attempts, timed_out, reason in rows:
         details = []
         if outcome == "failed" and timed_out:
             details.append("timed out")
+        elif outcome == "skipped" and reason:
+            details.append(reason)
         elif outcome == "failed" and returncode is not None:
             details.append(f"exit code {returncode}")
         if attempts > 1:

@@ -34,6 +34,11 @@ FIGURES = (
     "step-keys",
     "watchdog",
     "slurm",
+    "parallel",
+    "plan",
+    "parallel-cpu",
+    "overrides",
+    "retry",
     "notify-imports",
     "notify-webhook",
 )

@@ -33,7 +33,18 @@ RUN_FIELDS = {
     "failed_step",
     "steps",
 }
-STEP_FIELDS = {"number", "script", "name", "argv", "attempts", "returncode", "duration_s", "result"}
+STEP_FIELDS = {
+    "number",
+    "script",
+    "name",
+    "argv",
+    "attempts",
+    "returncode",
+    "duration_s",
+    "result",
+    "started_at",
+    "ended_at",
+}
 WARNING = "Cannot write the run history"
 
 
@@ -559,3 +570,19 @@ def test_runs_finishing_together_never_mix_their_lines_also_while_rotating(tmp_p
         lines += (tmp_path / ".lynx" / name).read_text(encoding="utf-8").splitlines()
     assert lines and all(json.loads(line)["result"] == "ok" for line in lines)
     assert not (tmp_path / ".lynx" / "runs.jsonl.2").exists()
+
+
+def test_an_argument_read_from_the_environment_is_recorded_as_the_file_wrote_it(tmp_path: Path) -> None:
+    """History records travel (notifications carry them): a token from ${oc.env:...} must not be in them."""
+    marker_step(tmp_path, "deploy.py")
+    write_config(tmp_path, 'steps:\n  - script: deploy.py\n    arguments: ["--token ${oc.env:LYNX_TEST_TOKEN}"]\n')
+
+    result = run_lynx(
+        "start", "-ni", "-cf", "config.yaml", cwd=tmp_path, env=clean_env(LYNX_TEST_TOKEN="hunter2-secret")
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert ran(tmp_path) == ["deploy.py --token hunter2-secret"]
+    history = (tmp_path / HISTORY).read_text(encoding="utf-8")
+    assert "hunter2-secret" not in history
+    assert json.loads(history)["steps"][0]["argv"][-2:] == ["--token", "${oc.env:LYNX_TEST_TOKEN}"]

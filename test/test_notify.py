@@ -830,3 +830,29 @@ def test_the_notifier_reads_records_never_the_parser_and_nothing_below_imports_i
         assert not any(name.startswith(("lynx.config", "lynx.commands", "lynx.cli")) for name in imports(path)), path
     for module in ("records.py", "runner.py", "history.py", "launch.py", "process.py", "logs.py", "state.py"):
         assert not any(name.startswith("lynx.notify") for name in imports(package / module)), module
+
+
+def test_a_hook_that_runs_beside_a_step_is_not_taken_for_its_orphan(tmp_path: Path) -> None:
+    """A start hook runs while step 1 does; the step's timeout ends the step's tree, never the hook (a child
+    of Lynx's own, started after the step), whose exit code (3) still comes through."""
+    write_script(
+        tmp_path,
+        "slow_alert.py",
+        """
+        import sys, time
+        time.sleep(2.5)
+        open("hook-finished", "w").close()
+        sys.exit(3)
+        """,
+    )
+    write_script(tmp_path, "stuck.py", "import time\ntime.sleep(30)\n")
+    config_with(
+        tmp_path, "  - command: slow_alert.py\n    on: [start]\n", steps="  - script: stuck.py\n    timeout: 1\n"
+    )
+
+    result = run_lynx("start", "-ni", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Step 1 (stuck.py) timed out after 1 s and was ended." in result.stdout
+    assert (tmp_path / "hook-finished").exists()
+    assert "Could not notify command (slow_alert.py): exit code 3." in result.stdout

@@ -620,6 +620,30 @@ def test_a_second_ctrl_c_on_a_schedule_still_leaves_no_job(tmp_path: Path, pipel
     assert jobs_of(pipeline) == []
 
 
+def test_parallel_slurm_steps_are_concurrent_jobs_and_lynx_stop_cancels_all(lynx_dir: Path, pipeline: str) -> None:
+    """Issue 18: a sweep of SLURM steps fills the queue side by side; 'lynx stop' cancels every job."""
+    job_script(lynx_dir, "train.py", "time.sleep(600)")
+    write_config(
+        lynx_dir,
+        "max_parallel: 4\nsteps:\n  - script: train.py\n    name: train\n    matrix: {seed: [1, 2]}\n"
+        "    arguments: ['${matrix.seed}']\n    slurm: {}\n",
+        name=f"{pipeline}.yaml",
+    )
+    started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir, env=clean_env())
+    assert started.returncode == 0, started.stdout + started.stderr
+    wait_for(lambda: len(job_records(lynx_dir)) == 2, timeout=90)
+    # Both jobs run at once: each has written its record, and both are in the queue.
+    assert len(jobs_of(pipeline)) == 2
+    assert sorted(record["argv"][0] for record in job_records(lynx_dir)) == ["1", "2"]
+
+    stopped = run_lynx("stop", "-y", cwd=lynx_dir, env=clean_env(), timeout=90)
+
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert jobs_of(pipeline) == []
+    log = (lynx_dir / "lynx.log").read_text()
+    assert len(re.findall(r"SLURM job \d+ has ended\.", log)) == 2
+
+
 def test_a_job_is_cancelled_when_lynx_is_killed(lynx_dir: Path, pipeline: str) -> None:
     """Lynx SIGKILLed (the OOM killer): its watchdog ends the job as Lynx would have (SIGTERM first,
     so the job can save a checkpoint), then srun; the job's record is gone."""

@@ -21,6 +21,9 @@ def history(
 ) -> int:
     """Print the last ``limit`` runs (0: all), as text or as a JSON array; return the exit code."""
     directory = directory or os.getcwd()
+    from lynx.recovery import recover_lost_runs
+
+    recover_lost_runs(directory)  # a run whose Lynx was killed shows as lost
     try:
         runs = read_runs(directory, limit=limit or None, name=name)
     except OSError as error:
@@ -44,16 +47,39 @@ def _describe(run: dict[str, Any]) -> str:
     """A run's heading line, then one line per step."""
     who = run_name(run) if run.get("name") else f"{run_name(run)} (foreground)"
     result = str(run.get("result"))
-    if result == "failed" and run.get("failed_step") is not None:
-        result = f"failed at step {run['failed_step']}"
-    lines = [f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"]
+    if result in ("failed", "lost") and run.get("failed_step") is not None:
+        result = f"{result} at step {run['failed_step']}"
+    if result.startswith("lost") and isinstance(run.get("last_alive_at"), str):
+        result += f" (Lynx last known alive {_when(run['last_alive_at'])[11:]})"
+    lines = [
+        f"{_when(run.get('started_at'))}  {who}  {result}  {format_duration(_number(run.get('duration_s')))}"
+        + _asked(run)
+    ]
     steps = run.get("steps")
     rows = [_row(step) for step in steps if isinstance(step, dict)] if isinstance(steps, list) else []
     lines += [text for text, _ in step_lines(rows, label_width(rows))]
     return "\n".join(lines)
 
 
-def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool]:
+def _asked(run: dict[str, Any]) -> str:
+    """How the run was asked for, when not plainly: ``  (retry of 2026…, --from 3, vars.lr=0.5)``."""
+    said = []
+    if isinstance(run.get("retry_of"), str):
+        said.append(f"retry of {run['retry_of']}")
+    selection = run.get("selection")
+    if isinstance(selection, dict):
+        for option in ("from", "until"):
+            if isinstance(selection.get(option), (str, int)):
+                said.append(f"--{option} {selection[option]}")
+        only = selection.get("only")
+        said += [f"--only {each}" for each in only if isinstance(each, (str, int))] if isinstance(only, list) else []
+    overrides = run.get("overrides")
+    if isinstance(overrides, list):
+        said += [each for each in overrides if isinstance(each, str)]
+    return f"  ({', '.join(said)})" if said else ""
+
+
+def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool, str | None]:
     title = step.get("name") or step.get("script")
     attempts = step.get("attempts")
     return (
@@ -63,6 +89,7 @@ def _row(step: dict[str, Any]) -> tuple[str, str, float, int | None, int, bool]:
         step.get("returncode"),
         attempts if isinstance(attempts, int) else 1,
         step.get("timed_out") is True,
+        step.get("reason") if isinstance(step.get("reason"), str) else None,
     )
 
 

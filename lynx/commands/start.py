@@ -16,8 +16,10 @@ from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
 from lynx.process import TERMINATE_GRACE, StepGuard, supervise_steps
-from lynx.records import Pipeline
+from lynx.records import Pipeline, Selection
+from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
+from lynx.selection import select_steps
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,25 @@ class StartOptions:
     name: str | None = None
     # The command line as typed after 'lynx' (kept in a background scheduler's record, shown by 'lynx stop').
     command_line: tuple[str, ...] = ()
+    # The steps to run (--from, --until, --only: numbers or names) and KEY=VALUE changes to the config.
+    from_: str | None = None
+    until: str | None = None
+    only: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    # Set by 'lynx retry': the run this one retries; it runs once, whatever the config's cron section.
+    retry_of: str | None = None
+    # With -bg and no --log-file: ask for one on a terminal (not 'lynx restore', which starts it as it was).
+    ask_log_file: bool = True
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """What the history records of how the run was asked for (only what was given)."""
+        request: dict[str, Any] = {}
+        if self.overrides:
+            request["overrides"] = list(self.overrides)
+        if self.retry_of is not None:
+            request["retry_of"] = self.retry_of
+        return request
 
 
 def start(
@@ -47,10 +68,12 @@ def start(
     """Run ``lynx start`` and return its exit code."""
     if options.name is not None and not (options.background or options.detached):
         raise ConfigError("--name names a background scheduler: use it with --background")
+    recover_lost_runs(".")  # runs of a Lynx that was killed go into the history as lost, before new ones
     if options.detached:
         return _run_detached(options, stdin=stdin, stdout=stdout, environ=environ)
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
-    pipeline = load_pipeline(config_file)
+    pipeline = load_pipeline(config_file, overrides=options.overrides)
+    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
     check_launchers(pipeline, environ=environ)
     if options.background:
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
@@ -58,7 +81,9 @@ def start(
         _check_log_file(options.log_file, pipeline)
     color = color_wanted(stdout, dict(environ))
     log_file = _setup_logging(options, screen=stdout, color=color)
-    return _run(options, pipeline, log_file, screen=stdout, color=color, stdin=stdin, environ=environ)[0]
+    return _run(
+        options, pipeline, log_file, screen=stdout, color=color, stdin=stdin, environ=environ, selection=selection
+    )[0]
 
 
 def _setup_logging(options: StartOptions, *, screen: TextIO | None, color: bool) -> Any:
@@ -82,6 +107,7 @@ def _run(
     stdin: TextIO,
     environ: Mapping[str, str],
     entry: Any = None,
+    selection: Selection | None = None,
 ) -> tuple[int, str | None]:
     """Run the pipeline once or on its schedule, logging is set up.
 
@@ -96,8 +122,11 @@ def _run(
     stdout = screen if screen is not None else sys.stdout
     output_screen = None if screen is None or options.log_level not in ("DEBUG", "INFO") else _binary(screen)
     name = (options.name or pipeline.name) if options.detached else None
+    request = {"selection": selection.as_record()} if selection is not None else {}
+    request.update(options.request)
     # Relative: the history follows the working directory if the project folder is renamed.
-    history = recorder_for(".", pipeline.source, name, environ)
+    history = recorder_for(".", pipeline.source, name, environ, request)
+    journal = RunJournal(".", history.head, warn=get_logger().warning)
     notifier = _notifier(pipeline, history, options.log_file, environ)
     if notifier is not None:
         log_file = notifier.output_sink(log_file)  # the step output, and on to the log file
@@ -113,13 +142,13 @@ def _run(
     )
     supervise_steps(guard)
     interactive = not options.non_interactive
-    scheduled = pipeline.schedule is not None and not interactive
+    scheduled = pipeline.schedule is not None and not interactive and options.retry_of is None
     mode = "background" if options.detached else "schedule" if scheduled else "once"
     log.info(
         f"Lynx {__version__} started: PID {os.getpid()}, config {os.path.abspath(pipeline.source)}, mode {mode}.",
         extra={"file_only": True},
     )
-    if pipeline.schedule is not None and interactive:
+    if pipeline.schedule is not None and interactive and options.retry_of is None:
         log.info("The config has a cron section; interactive mode runs the pipeline once (use -ni to schedule it).")
 
     def run_once() -> RunResult:
@@ -131,7 +160,9 @@ def _run(
             guard=guard,
             environ=environ,
             inherit_stdin=interactive,
-            reporter=combine_reporters(history, entry, notifier),
+            # The history first: the journal of the run goes once the history has its line.
+            reporter=combine_reporters(history, entry, notifier, journal),
+            selection=selection,
         )
 
     try:
@@ -148,6 +179,7 @@ def _run(
                 stdin_fd=watch,
                 stop_hint=f"Stop it with 'lynx stop {name}'." if options.detached else "Press Ctrl+C to stop.",
                 on_next_run=entry.next_run if entry is not None else None,
+                last_run=_last_run(name or pipeline.name) if pipeline.schedule.catchup else None,
             )
         else:
             result = run_once()
@@ -182,7 +214,8 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     from lynx.boot import announce_ready
 
     entry = _entry_reporter(options.name)
-    pipeline = load_pipeline(options.config_file)
+    pipeline = load_pipeline(options.config_file, overrides=options.overrides)
+    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
     check_launchers(pipeline, environ=environ)
     if pipeline.schedule is not None:
         _check_trigger(pipeline.schedule)
@@ -196,7 +229,15 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
         if log_file is None:
             log_file = _setup_logging(options, screen=None, color=False)
         code, ending = _run(
-            options, pipeline, log_file, screen=None, color=False, stdin=stdin, environ=environ, entry=entry
+            options,
+            pipeline,
+            log_file,
+            screen=None,
+            color=False,
+            stdin=stdin,
+            environ=environ,
+            entry=entry,
+            selection=selection,
         )
     except LynxError as error:
         get_logger().error(f"Error: {error.format_message()}")
@@ -230,6 +271,19 @@ def _notifier(pipeline: Pipeline, history: Any, log_file: str | None, environ: M
 
     path = os.path.abspath(os.path.expanduser(log_file)) if log_file else None
     return Notifier(pipeline.channels, record=history.record, log_file=path, environ=environ)
+
+
+def _last_run(name: str) -> Any:
+    """When the newest recorded run of this schedule (scheduler or config ``name``) started, if any."""
+    from datetime import datetime
+
+    from lynx.history import read_runs
+
+    try:
+        runs = read_runs(os.getcwd(), limit=1, name=name)
+        return datetime.fromisoformat(runs[0]["started_at"]) if runs else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # no history to go by: nothing to catch up
 
 
 def _cancel_left_jobs(
@@ -325,7 +379,7 @@ def _start_in_background(
         _check_trigger(pipeline.schedule)
     _cancel_left_jobs(lambda line: stdout.write(line + "\n"), lambda line: stdout.write(f"Warning: {line}\n"), environ)
     log_file = options.log_file
-    if log_file is None:
+    if log_file is None and options.ask_log_file:
         # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.
         if stdin.isatty():
             log_file = dialog.ask(dialog.LOG_FILE, stdin=stdin, stdout=stdout) or None
@@ -351,8 +405,15 @@ def _start_in_background(
     ]  # fmt: skip
     if options.keep_running:
         arguments.append("--keep-running")
+    for option, value in (("--from", options.from_), ("--until", options.until)):
+        if value is not None:
+            arguments += [option, value]
+    for value in options.only:
+        arguments += ["--only", value]
     if log_argument is not None:
         arguments += ["--log-file", log_argument]
+    if options.overrides:
+        arguments += ["--", *options.overrides]
     # What 'lynx restore' needs to start it again exactly (paths relative to the folder when inside it).
     started_with = {
         "config_file": _within(config_file, directory),
@@ -362,6 +423,10 @@ def _start_in_background(
         "log_size": options.log_size,
         "log_backup_count": options.log_backup_count,
         "keep_running": options.keep_running,
+        "from": options.from_,
+        "until": options.until,
+        "only": list(options.only),
+        "overrides": list(options.overrides),
     }
     schedule = pipeline.schedule
     entry, process = start_detached(

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from lynx import daemon
 from lynx.daemon import Liveness
 from lynx.errors import EXIT_FAILED, EXIT_OK
-from lynx.state import ENDINGS, SchedulerEntry
+from lynx.state import ENDINGS, SchedulerEntry, restorable
 from lynx.summary import format_duration
 
 HINT = "No background Lynx is recorded here; start one with 'lynx start --background'."
@@ -33,6 +33,9 @@ def status(
 ) -> int:
     """Run ``lynx status`` and return its exit code: 0 when at least one scheduler is alive."""
     directory = directory or Path.cwd()
+    from lynx.recovery import recover_lost_runs
+
+    recover_lost_runs(str(directory))  # a run whose Lynx was killed goes into the history as lost
     now = now or datetime.now().astimezone()
     _cancel_left_jobs(directory, stderr)
     # A broken record must not hide the others: it is named on stderr and left out.
@@ -56,6 +59,17 @@ def status(
             ended = row["ended"] or {}
             if ended.get("error"):
                 stdout.write(f"{row['name']} ended with: {ended['error']}\n")
+        for row in rows:
+            asked = [
+                f"--{option} {row['selection'][option]}" for option in ("from", "until") if option in row["selection"]
+            ]
+            asked += [f"--only {each}" for each in row["selection"].get("only", [])]
+            asked += row["overrides"]
+            if asked:
+                stdout.write(f"{row['name']} runs with: {' '.join(asked)}\n")
+        comeback = [row["name"] for row in rows if row["restorable"]]
+        if comeback:
+            stdout.write(f"Died (not stopped, not ended): 'lynx restore' starts again {', '.join(comeback)}.\n")
     else:
         stdout.write(HINT + "\n")
     return EXIT_OK if any(row["state"] in ("running", "waiting") for row in rows) else EXIT_FAILED
@@ -121,7 +135,18 @@ def describe(entry: SchedulerEntry, now: datetime, living: Liveness | None = Non
         "stale": state == "waiting" and overdue is not None and overdue > STALE_AFTER,
         "updated_at": entry.updated_at,
         "command_line": list(entry.command_line) if entry.command_line is not None else None,
+        "restorable": state == "dead" and restorable(entry),
+        # The steps it runs (--from, --until, --only) and its KEY=VALUE overrides, as started.
+        "selection": _selection(entry.options or {}),
+        "overrides": [str(each) for each in (entry.options or {}).get("overrides") or []],
     }
+
+
+def _selection(options: dict[str, Any]) -> dict[str, Any]:
+    selection: dict[str, Any] = {key: str(options[key]) for key in ("from", "until") if options.get(key) is not None}
+    if options.get("only"):
+        selection["only"] = [str(each) for each in options["only"]]
+    return selection
 
 
 def _seconds_since(stamp: str | None, now: datetime) -> int | None:

@@ -6,11 +6,11 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, Mapping, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
-from lynx.records import FromEnvironment, Pipeline, Schedule, Step, as_shown, shown_command_line
+from lynx.records import FromEnvironment, Pipeline, Schedule, Selection, Step, as_shown, shown_command_line
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.
@@ -23,40 +23,64 @@ _SCHEDULE_SHOWN = ("fields", "crontab", "either_day")
 def validate(
     config_file: str,
     *,
+    overrides: Sequence[str] = (),
+    from_: str | None = None,
+    until: str | None = None,
+    only: Sequence[str] = (),
     python: str = sys.executable,
     stdout: TextIO = sys.stdout,
     environ: Mapping[str, str] = os.environ,
 ) -> int:
-    """Load and check ``config_file``; print each step's command line and the next fire times.
+    """Load and check ``config_file`` (with ``overrides``) as ``lynx start`` does, SLURM's checks included;
+    print each step's command line, whether the selection (``--from``, ``--until``, ``--only``) runs it,
+    and the next fire times.
 
     Raises:
         ConfigError: the same errors as ``lynx start`` (exit 2); nothing runs.
     """
+    from lynx.selection import select_steps
+
     if not os.path.isfile(config_file):
         raise ConfigError(f"the configuration file {config_file} does not exist")
-    pipeline = load_pipeline(config_file)
+    pipeline = load_pipeline(config_file, overrides=overrides)
+    selection = select_steps(pipeline, from_=from_, until=until, only=tuple(only))
     # The same checks as 'lynx start', SLURM's included: what start refuses, validate refuses alike.
     from lynx.launch import check_launchers
 
     slurm = check_launchers(pipeline, python=python, environ=environ)
-    stdout.write("\n".join(describe(pipeline, python=python, slurm=slurm)) + "\n")
+    stdout.write("\n".join(describe(pipeline, python=python, selection=selection, slurm=slurm)) + "\n")
     return EXIT_OK
 
 
 def describe(
-    pipeline: Pipeline, *, python: str, now: datetime | None = None, slurm: Mapping[int, str] | None = None
+    pipeline: Pipeline,
+    *,
+    python: str,
+    now: datetime | None = None,
+    selection: Selection | None = None,
+    slurm: Mapping[int, str] | None = None,
 ) -> list[str]:
     """The lines ``lynx validate`` prints for a valid ``pipeline``; ``slurm``: what SLURM said of each SLURM step."""
     count = len(pipeline.steps)
     when = "on a cron schedule (with -ni or -bg)" if pipeline.schedule is not None else "once"
-    lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}, run {when}.", ""]
+    picked = ""
+    if selection is not None:
+        chosen = sum(step.number in selection.numbers for step in pipeline.steps)
+        picked = f" ({chosen} selected by {selection.said})"
+    lines = [f"{pipeline.source} is valid: {count} step{'s' if count != 1 else ''}{picked}, run {when}.", ""]
     for step in pipeline.steps:
         if step.number > 1:
             lines.append("")
-        lines.append(f"Step {step.number}: {as_shown(step.script)}")
+        skipped = selection is not None and step.number not in selection.numbers
+        lines.append(f"Step {step.number}: {as_shown(step.script)}" + ("  (skipped: not selected)" if skipped else ""))
         lines.append("    " + shown_command_line(step.argv(python)))
         lines += _launch_lines(step, python, pipeline.name, (slurm or {}).get(step.number))
-        lines += [f"  {key}: {text}" for key, text in _extra_keys(step)]
+        lines += [f"  {key}: {text}" for key, text in _extra_keys(step, pipeline)]
+        if pipeline.parallel and step.needs is None and step.number > 1:
+            lines.append(f"  after: {_group_title(pipeline, step.number - 1)} (no 'needs': the step before it)")
+    if pipeline.parallel:
+        lines.append("")
+        lines += plan_lines(pipeline)
     if pipeline.schedule is not None:
         lines.append("")
         lines += _schedule_lines(pipeline.schedule, now)
@@ -89,7 +113,7 @@ def _launch_lines(step: Step, python: str, pipeline: str, verdict: str | None) -
     return ["  runs on SLURM: " + shown_command_line(shown)] + (["  " + verdict] if verdict else [])
 
 
-def _extra_keys(step: Step) -> list[tuple[str, str]]:
+def _extra_keys(step: Step, pipeline: Pipeline) -> list[tuple[str, str]]:
     """The step's optional keys that differ from their defaults, in the record's order."""
     shown = []
     for field in dataclasses.fields(step):
@@ -98,8 +122,36 @@ def _extra_keys(step: Step) -> list[tuple[str, str]]:
         value = getattr(step, field.name)
         if field.default is not dataclasses.MISSING and value == field.default:
             continue
-        shown.append((field.name, _render(field.name, value)))
+        if field.name == "needs":
+            text = ", ".join(_group_title(pipeline, number) for number in value) or "nothing (starts at once)"
+        else:
+            text = _render(field.name, value)
+        shown.append((field.name, text))
     return shown
+
+
+def plan_lines(pipeline: Pipeline) -> list[str]:
+    """Which steps can run together: the waves of the plan, each wave's steps waiting only for earlier waves."""
+    from lynx.plan import make_plan, parallel_limit, waves
+
+    plan = make_plan(pipeline)
+    limit = parallel_limit(pipeline)
+    given = "max_parallel" if pipeline.max_parallel is not None else "the CPUs Lynx may use"
+    lines = [f"Plan: at most {limit} step{'s' if limit != 1 else ''} at once ({given}):"]
+    for number, wave in enumerate(waves(plan), 1):
+        groups = []
+        for position in wave:
+            title = _group_title(pipeline, plan.numbers[position])
+            count = len(plan.members[position])
+            groups.append(f"{title} × {count}" if pipeline.steps[plan.members[position][0]].matrix else title)
+        lines.append(f"  wave {number}: {', '.join(groups)}")
+    return lines
+
+
+def _group_title(pipeline: Pipeline, number: int) -> str:
+    """``Step 2 (train)``: a matrix step by its name or script, without its combination's values."""
+    step = next(step for step in pipeline.steps if step.number == number)
+    return f"Step {number} ({step.group_title})"
 
 
 def _render(key: str, value: Any) -> str:
@@ -109,7 +161,7 @@ def _render(key: str, value: Any) -> str:
         number = str(int(value)) if value == int(value) else repr(value)
         return f"{number} s" if key in _SECONDS else number
     if isinstance(value, tuple) and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-        # env: (KEY, value | None); slurm: (option, value | True)
+        # env: (KEY, value | None); slurm: (option, value | True); matrix: (name, value)
         return ", ".join(_pair(key, name, item) for name, item in value)
     return as_shown(value)
 

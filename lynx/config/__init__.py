@@ -10,7 +10,7 @@ show values), ``steps`` (each step key's rules), ``slurm_options`` (what ``slurm
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from lynx.config.steps import split_arguments
 from lynx.records import Pipeline, Schedule, Step
@@ -19,7 +19,11 @@ __all__ = ["Pipeline", "Schedule", "Step", "load_pipeline", "split_arguments"]
 
 
 def load_pipeline(
-    path: str | os.PathLike[str], *, cwd: str | None = None, environ: Mapping[str, str] = os.environ
+    path: str | os.PathLike[str],
+    *,
+    cwd: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+    overrides: Sequence[str] = (),
 ) -> Pipeline:
     """Read, check and convert the config file at ``path``.
 
@@ -27,6 +31,7 @@ def load_pipeline(
         path: the YAML file.
         cwd: where relative script paths are looked up first (default: the current directory).
         environ: whose PATH finds a ``python`` given as a command name.
+        overrides: ``KEY=VALUE`` changes to the file's document (lynx.config.overrides), applied first.
 
     Raises:
         ConfigError: for anything wrong with the file, naming the step and field.
@@ -35,10 +40,16 @@ def load_pipeline(
     from lynx.config.reading import read_yaml
 
     source = os.fspath(path)
-    document, interpolates = read_yaml(source)
-    if interpolates:
-        # Only configs that use interpolation pay for OmegaConf.
+    document, interpolations, matrix_refs = read_yaml(source)
+    if overrides:
+        from lynx.config.overrides import apply_overrides
+
+        document = apply_overrides(document, overrides, source)
+        interpolations += sum(override.count("${") for override in overrides)
+        matrix_refs += sum(override.count("${matrix.") for override in overrides)
+    if interpolations > matrix_refs:
+        # Only configs that use interpolation pay for OmegaConf (${matrix.…} is Lynx's own).
         from lynx.config.interpolation import resolve_interpolations
 
         document = resolve_interpolations(document, source)
-    return build_pipeline(document, source, cwd or os.getcwd(), environ)
+    return build_pipeline(document, source, cwd or os.getcwd(), environ, matrix_refs=matrix_refs > 0)

@@ -10,6 +10,8 @@ from lynx.config.values import WRITTEN
 from lynx.errors import ConfigError
 from lynx.records import FromEnvironment
 
+MATRIX = "${matrix."
+
 
 def resolve_interpolations(document: Any, source: str) -> Any:
     """Resolve OmegaConf ``${...}`` interpolations; only configs that use them pay for OmegaConf.
@@ -29,6 +31,7 @@ def resolve_interpolations(document: Any, source: str) -> Any:
     # A mark no string of the file can hold by chance (a NUL and random digits).
     mark = f"\0{os.urandom(8).hex()}:"
     placeholder = re.compile(re.escape(mark) + "([0-9]+)\0")
+    matrix_mark = f"\0{os.urandom(8).hex()}m"
     names_environment = False
 
     def hide(node: Any) -> Any:
@@ -40,6 +43,9 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         if isinstance(node, WRITTEN):
             written.append(node)
             return f"{mark}{len(written) - 1}\0"
+        if isinstance(node, str) and MATRIX in node:
+            # A matrix step's own values: interpolated per combination (lynx.config.matrix), after this.
+            node = node.replace(MATRIX, matrix_mark)
         if isinstance(node, str) and "oc.env" in node:
             names_environment = True
         return node
@@ -49,6 +55,8 @@ def resolve_interpolations(document: Any, source: str) -> Any:
             return {restore(key): restore(value) for key, value in node.items()}
         if isinstance(node, list):
             return [restore(value) for value in node]
+        if isinstance(node, str) and matrix_mark in node:
+            node = node.replace(matrix_mark, MATRIX)
         if isinstance(node, str) and mark in node:
             alone = placeholder.fullmatch(node)
             if alone:

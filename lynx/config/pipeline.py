@@ -4,19 +4,28 @@ the notification channels."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, Mapping
 
 from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
-from lynx.config.values import kind_of, unknown_key
+from lynx.config.values import kind_of, shown, unknown_key
 from lynx.errors import ConfigError
-from lynx.records import Channel, Pipeline
+from lynx.records import Channel, Pipeline, Step
 
-TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "notify")
+TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "notify", "max_parallel")
+# At most this many steps at once may be asked for.
+MAX_PARALLEL = 100_000
 
 
-def build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, str] = os.environ) -> Pipeline:
-    """The whole document as a Pipeline: top-level keys, named steps expanded, every step and the schedule built."""
+def build_pipeline(
+    document: Any, source: str, cwd: str, environ: Mapping[str, str] = os.environ, *, matrix_refs: bool = False
+) -> Pipeline:
+    """The whole document as a Pipeline: top-level keys, named steps expanded, every step and the schedule built.
+
+    Args:
+        matrix_refs: the file holds ``${matrix.`` (such references outside a matrix step are refused).
+    """
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {kind_of(document)}"
         raise ConfigError(f"{source}: the config must be a mapping with a 'steps' list, but the file is {kind}")
@@ -39,7 +48,13 @@ def build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, s
         context.python = context.interpreter(python, f"{source}: 'python'")
     if any(isinstance(raw, str) for raw in raw_steps):
         raw_steps = _expand_named_steps(raw_steps, document.get("configs"), source)
-    steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
+    max_parallel = _max_parallel(document.get("max_parallel"), source)
+    parallel = matrix_refs or "max_parallel" in document or any(_parallel_keys(raw) for raw in raw_steps)
+    if parallel:
+        steps = _parallel_steps(raw_steps, context, source, matrix_refs)
+    else:
+        # A plain chain, as fast as before: no needs to resolve, no combinations.
+        steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
     schedule = build_schedule(document["cron"], source) if "cron" in document else None
     channels: tuple[Channel, ...] = ()
     if "notify" in document:
@@ -47,7 +62,51 @@ def build_pipeline(document: Any, source: str, cwd: str, environ: Mapping[str, s
         from lynx.config.notify import build_channels
 
         channels = build_channels(document["notify"], context)
-    return Pipeline(source=source, steps=steps, schedule=schedule, channels=channels)
+    return Pipeline(
+        source=source,
+        steps=steps,
+        schedule=schedule,
+        channels=channels,
+        max_parallel=max_parallel,
+        parallel=parallel,
+    )
+
+
+def _parallel_steps(raw_steps: list[Any], context: StepContext, source: str, matrix_refs: bool) -> tuple[Step, ...]:
+    """The steps of a config that uses ``needs``, ``matrix`` or ``max_parallel``: each matrix step one step
+    per combination, each step's ``needs`` resolved to step numbers."""
+    from lynx.config.matrix import combinations, refuse_stray_references
+    from lynx.config.needs import resolve_needs
+
+    needs = resolve_needs(raw_steps, source)
+    built: list[Step] = []
+    # The combinations' mappings live as long as the build: its caches know objects by their id.
+    made: list[Any] = []
+    for number, raw in enumerate(raw_steps, 1):
+        if isinstance(raw, dict) and "matrix" in raw:
+            where = f"{source}: step {number}"
+            for combination, values in combinations(raw, where):
+                made.append(combination)
+                built.append(build_step(number, combination, context, matrix=values))
+        else:
+            if matrix_refs:
+                refuse_stray_references(raw, f"{source}: step {number}")
+            built.append(build_step(number, raw, context))
+    return tuple(replace(step, needs=needs[step.number]) if step.number in needs else step for step in built)
+
+
+def _parallel_keys(raw: Any) -> bool:
+    return isinstance(raw, dict) and ("needs" in raw or "matrix" in raw)
+
+
+def _max_parallel(value: Any, source: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARALLEL:
+        raise ConfigError(
+            f"{source}: 'max_parallel' must be a whole number from 1 to {MAX_PARALLEL}, not {shown(value)}"
+        )
+    return int(value)
 
 
 def _expand_named_steps(raw_steps: list[Any], configs: Any, source: str) -> list[Any]:

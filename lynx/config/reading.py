@@ -113,9 +113,9 @@ def _loader(yaml: Any) -> Any:
     return Loader
 
 
-def read_yaml(source: str) -> tuple[Any, bool]:
+def read_yaml(source: str) -> tuple[Any, int, int]:
     """The file's document, checked for size, duplicate keys, merges, bombs and cycles, and whether it
-    interpolates (holds ``${``).
+    interpolates: how many ``${`` it holds, and how many of them are ``${matrix.`` (Lynx's own).
 
     Raises:
         ConfigError: naming the file (and the line, for YAML errors).
@@ -155,7 +155,18 @@ def read_yaml(source: str) -> tuple[Any, bool]:
         raise ConfigError(
             f"{source}: the YAML aliases expand to more than {limit} nodes; refusing to load it"
         ) from None
-    return document, interpolates
+    return document, raw.count(b"${"), raw.count(b"${matrix.")
+
+
+def read_value(text: str) -> Any:
+    """A YAML text read as the file's values are (numbers and dates keep their text).
+
+    Raises:
+        yaml.YAMLError: it is not YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=_loader(yaml))
 
 
 class _AliasCycleError(Exception):

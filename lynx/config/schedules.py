@@ -6,9 +6,18 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
-from lynx.config.values import WrittenFloat, WrittenInt, check_flag, check_number, check_whole, kind_of, unknown_key
+from lynx.config.values import (
+    WrittenFloat,
+    WrittenInt,
+    check_flag,
+    check_number,
+    check_whole,
+    kind_of,
+    shown,
+    unknown_key,
+)
 from lynx.errors import ConfigError
-from lynx.records import MISFIRE_GRACE, Schedule
+from lynx.records import MAX_SECONDS, MISFIRE_GRACE, Schedule
 
 CRON_FIELDS = (
     "year",
@@ -25,7 +34,7 @@ CRON_FIELDS = (
     "jitter",
 )
 # What else a cron section may hold, and what may stand beside a crontab line.
-SCHEDULE_KEYS = ("crontab", "misfire_grace_time", "coalesce", "run_on_start")
+SCHEDULE_KEYS = ("crontab", "misfire_grace_time", "coalesce", "run_on_start", "catchup")
 CRON_KEYS = CRON_FIELDS + SCHEDULE_KEYS
 # The trigger fields that may stand beside a crontab line (the other SCHEDULE_KEYS may too).
 BESIDE_CRONTAB = ("timezone", "start_date", "end_date", "jitter")
@@ -50,6 +59,7 @@ def build_schedule(raw: Any, source: str) -> Schedule:
         "misfire_grace_time": check_whole(raw, "misfire_grace_time", where, MISFIRE_GRACE, minimum=1),
         "coalesce": check_flag(raw, "coalesce", where, True),
         "run_on_start": check_flag(raw, "run_on_start", where, False),
+        "catchup": _catchup(raw.get("catchup"), where),
     }
     jitter = check_number(raw, "jitter", where, None, minimum=0.0)
     fields = {str(key): _cron_value(value) for key, value in raw.items() if key in CRON_FIELDS}
@@ -133,3 +143,15 @@ def _cron_value(value: Any) -> Any:
     if isinstance(value, (date, datetime)):
         return value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
     return value
+
+
+def _catchup(value: Any, where: str) -> bool | float:
+    """``catchup``: true (any fire missed since the last run), false, or seconds (only a fire that recent)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, (int, float)) and value == value and 0 < value <= MAX_SECONDS:
+        return float(value)
+    raise ConfigError(
+        f"{where}: 'catchup' must be true, false or a number of seconds more than 0 (a missed fire at most that "
+        f"old runs once at start), not {shown(value)}"
+    )

@@ -33,7 +33,11 @@ STEP_KEYS = (
     "continue_on_error",
     "python",
     "slurm",
+    "needs",
+    "matrix",
 )
+# Keys about other steps, or about several steps made from one: read by lynx.config.pipeline, not by a rule.
+PIPELINE_KEYS = ("needs", "matrix")
 
 # Arguments without quotes, backslashes or white space other than " \t\r\n" split the same with str.split,
 # which is much faster than shlex on configs with thousands of steps.
@@ -125,7 +129,7 @@ class StepContext:
         return keep_origin(os.path.abspath(path), value)
 
 
-def build_step(number: int, raw: Any, context: StepContext) -> Step:
+def build_step(number: int, raw: Any, context: StepContext, *, matrix: tuple[tuple[str, str], ...] = ()) -> Step:
     """One step, every key checked; the error names the step by number and script."""
     source = context.source
     where = f"{source}: step {number}"
@@ -142,7 +146,7 @@ def build_step(number: int, raw: Any, context: StepContext) -> Step:
     if not isinstance(script, str) or not script.strip():
         raise ConfigError(f"{where}: 'script' must be the path of a Python file, not a {kind_of(script)}")
     arguments = _build_arguments(raw.get("arguments"), where, context.words)
-    if len(raw) == 1 or (len(raw) == 2 and "arguments" in raw):
+    if not matrix and (len(raw) == 1 or (len(raw) == 2 and "arguments" in raw)):
         # The common case, as fast as before: a script and its arguments.
         return Step(
             number=number,
@@ -154,7 +158,7 @@ def build_step(number: int, raw: Any, context: StepContext) -> Step:
     fields: dict[str, Any] = {"script": script}
     for field, rule in RULES.items():
         fields[field] = rule(raw, where, context, fields)
-    return Step(number=number, arguments=arguments, **fields)
+    return Step(number=number, arguments=arguments, matrix=matrix, **fields)
 
 
 # A rule gets the step's mapping, how errors name the step, the context, and the fields built so far;

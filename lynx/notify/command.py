@@ -13,6 +13,7 @@ import tempfile
 
 from lynx.notify.delivery import Context, NotifyError
 from lynx.notify.event import Event
+from lynx.process import released, spawn
 from lynx.records import Channel
 
 # How long an ended hook gets between SIGTERM and SIGKILL.
@@ -40,8 +41,9 @@ def environment(event: Event, context: Context) -> dict[str, str]:
 def send(channel: Channel, event: Event, context: Context) -> None:
     with tempfile.TemporaryFile() as output:
         try:
-            popen = subprocess.Popen(
-                list(channel.argv(context.python)),
+            # Lynx's own child: its reaping of orphans leaves it to this thread (lynx.process.spawn).
+            popen = spawn(
+                channel.argv(context.python),
                 stdin=subprocess.PIPE,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -56,6 +58,9 @@ def send(channel: Channel, event: Event, context: Context) -> None:
         except subprocess.TimeoutExpired:
             ended = True
             _end(popen)
+        finally:
+            if popen.returncode is not None:
+                released(popen)
         last = _say_output(output, channel, context)
     if ended:
         raise NotifyError(f"still running after {channel.timeout:g} s; ended it")

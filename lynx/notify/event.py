@@ -144,13 +144,13 @@ def _reason(result: RunResult) -> str:
 def _details(text: str, record: dict[str, Any], result: RunResult | None) -> str:
     lines = [text, ""]
     if result is not None and result.failed is not None and not result.interrupted:
-        import shlex
+        from lynx.records import shown_command_line
 
         number = result.failed.step.number
         argv = next((step.argv for step in result.steps if step.number == number), ())
         lines.append(result.failed.description)
         if argv:
-            lines.append(f"Command: {shlex.join(argv)}")
+            lines.append(f"Command: {shown_command_line(argv)}")
         lines.append("")
     lines.append(f"Run: {record.get('run_id')}")
     lines.append(f"Config: {record.get('config_file')}")
