@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, BinaryIO, Mapping, TextIO
+from typing import Any, BinaryIO, Iterator, Mapping, TextIO
 
 from lynx.errors import ConfigError
 
@@ -324,6 +324,39 @@ def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER)
 
 
+class LineSplitter:
+    """Cuts a stream of output chunks into blocks of whole lines, ended by ``\n``, ``\r`` or ``\r\n``;
+    a line longer than MAX_LOG_LINE is cut there. Memory: one chunk and one partial line."""
+
+    def __init__(self) -> None:
+        self.partial = b""
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        """The blocks of whole lines ``chunk`` completes, each without its last separator."""
+        data = self.partial + chunk if self.partial else chunk
+        # A trailing \r may be the first half of \r\n: keep it until the next chunk says.
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)
+        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+        if cut < 0:
+            self.partial = data
+        else:
+            self.partial = data[cut + 1 :]
+            # The separator ending the block is left out: whoever writes the lines adds its own.
+            stop = cut - 1 if data[cut] == 0x0A and cut > 0 and data[cut - 1] == 0x0D else cut
+            yield data[:stop]
+        while len(self.partial) >= MAX_LOG_LINE:
+            yield self.partial[:MAX_LOG_LINE]
+            self.partial = self.partial[MAX_LOG_LINE:]
+
+    def rest(self) -> bytes | None:
+        """The unfinished last line, at the end of the output (None: there is none)."""
+        if not self.partial:
+            return None
+        last = self.partial[:-1] if self.partial.endswith(b"\r") else self.partial
+        self.partial = b""
+        return last
+
+
 class OutputRelay:
     """Pass a step's output on as it arrives: raw bytes to the screen, whole lines to the log file.
 
@@ -341,7 +374,7 @@ class OutputRelay:
         self.screen = screen
         self.screen_fd = _fileno(screen) if screen is not None else None
         self.log_file = log_file
-        self.partial = b""
+        self.lines = LineSplitter()
         self.screen_mid_line = False
         # Tagged relays of steps that run side by side share it: one writer of whole lines at a time.
         self.lock = threading.Lock()
@@ -360,9 +393,8 @@ class OutputRelay:
         """End the step's output: finish an unfinished last line on the screen and in the log."""
         if self.screen is not None and self.screen_mid_line:
             self._to_screen(b"\n")
-        if self.log_file is not None and self.partial:
-            last = self.partial[:-1] if self.partial.endswith(b"\r") else self.partial
-            self.partial = b""
+        last = self.lines.rest() if self.log_file is not None else None
+        if last is not None:
             self._emit(last)
 
     def _to_screen(self, chunk: bytes) -> None:
@@ -382,20 +414,8 @@ class OutputRelay:
             get_logger().warning(f"Cannot write step output to the screen any more ({error}); the run goes on.")
 
     def _to_log(self, chunk: bytes) -> None:
-        data = self.partial + chunk if self.partial else chunk
-        # A trailing \r may be the first half of \r\n: keep it until the next chunk says.
-        end = len(data) - 1 if data.endswith(b"\r") else len(data)
-        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
-        if cut < 0:
-            self.partial = data
-        else:
-            self.partial = data[cut + 1 :]
-            # The separator ending the block is left out: the log file adds its own.
-            stop = cut - 1 if data[cut] == 0x0A and cut > 0 and data[cut - 1] == 0x0D else cut
-            self._emit(data[:stop])
-        while len(self.partial) >= MAX_LOG_LINE:
-            self._emit(self.partial[:MAX_LOG_LINE])
-            self.partial = self.partial[MAX_LOG_LINE:]
+        for block in self.lines.feed(chunk):
+            self._emit(block)
 
     def _emit(self, block: bytes) -> None:
         """Log ``block``: lines without their final separator."""
@@ -419,28 +439,16 @@ class TaggedRelay:
     def __init__(self, shared: OutputRelay, tag: str) -> None:
         self.shared = shared
         self.prefix = f"[{tag}] ".encode("utf-8", "replace")
-        self.partial = b""
+        self.lines = LineSplitter()
 
     def write(self, chunk: bytes) -> None:
-        data = self.partial + chunk if self.partial else chunk
-        # A trailing \r may be the first half of \r\n: keep it until the next chunk says.
-        end = len(data) - 1 if data.endswith(b"\r") else len(data)
-        cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
-        if cut < 0:
-            self.partial = data
-        else:
-            self.partial = data[cut + 1 :]
-            self._emit(data[:cut])
-        while len(self.partial) >= MAX_LOG_LINE:
-            self._emit(self.partial[:MAX_LOG_LINE])
-            self.partial = self.partial[MAX_LOG_LINE:]
+        for block in self.lines.feed(chunk):
+            self._emit(block)
 
     def flush(self) -> None:
-        if self.partial:
-            last = self.partial[:-1] if self.partial.endswith(b"\r") else self.partial
-            self.partial = b""
-            if last:
-                self._emit(last)
+        last = self.lines.rest()
+        if last:
+            self._emit(last)
 
     def _emit(self, block: bytes) -> None:
         """Pass on ``block``: lines without their final separator."""

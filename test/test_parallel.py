@@ -444,3 +444,23 @@ def test_lynx_killed_with_three_steps_running_leaves_none_of_them(
 
     _, alive = psutil.wait_procs(steps, timeout=15)
     assert not [each for each in alive if each.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_tagged_output_keeps_windows_line_ends_and_progress_bars_as_lines(tmp_path: Path) -> None:
+    write_script(
+        tmp_path,
+        "crlf.py",
+        """
+        import os, time
+        os.write(1, b"first\\r\\nsecond\\r\\n")
+        time.sleep(0.2)
+        os.write(1, b"10%\\r50%\\r100%\\r\\n")
+        """,
+    )
+    write_config(tmp_path, "max_parallel: 2\nsteps:\n  - {script: crlf.py, name: w, matrix: {i: [1, 2]}}\n")
+
+    result = run_lynx("start", "-ni", "-cf", "config.yaml", cwd=tmp_path)
+
+    assert result.returncode == 0
+    for i in (1, 2):
+        assert re.findall(rf"^\[w i={i}\] (.*)$", result.stdout, re.M) == ["first", "second", "10%", "50%", "100%"]
