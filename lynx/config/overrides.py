@@ -39,41 +39,26 @@ def _apply(document: Any, override: str, source: str) -> Any:
     parts = path.split(".")
     root = dict(document)
     container: Any = root
-    walked: list[str] = []
     for position, part in enumerate(parts):
-        last = position == len(parts) - 1
-        shown = ".".join([*walked, part])
+        walked = parts[:position]
         if isinstance(container, dict):
-            match = next((existing for existing in container if str(existing) == part), None)
-            if match is None:
+            slot: Any = next((existing for existing in container if str(existing) == part), None)
+            if slot is None:
                 if not adding:
                     raise ConfigError(f"{where}: {_missing_key(container, part, walked, override)}")
-                if last:
-                    container[part] = value
-                    break
-                container[part] = {}
-                match = part
-            if last:
-                container[match] = value
-                break
-            child = container[match]
-            if not isinstance(child, (dict, list)):
-                raise ConfigError(f"{where}: {shown} is a {kind_of(child)}, which has no keys")
-            child = dict(child) if isinstance(child, dict) else list(child)
-            container[match] = child
-            container = child
-        elif isinstance(container, list):
-            index = _index(container, part, walked, where)
-            if last:
-                container[index] = value
-                break
-            child = container[index]
-            if not isinstance(child, (dict, list)):
-                raise ConfigError(f"{where}: {shown} is a {kind_of(child)}, which has no keys")
-            child = dict(child) if isinstance(child, dict) else list(child)
-            container[index] = child
-            container = child
-        walked.append(part)
+                slot = part
+                container[slot] = {}  # '+' makes what the path needs
+        else:
+            slot = _index(container, part, walked, where)
+        if position == len(parts) - 1:
+            container[slot] = value
+            break
+        child = container[slot]
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(f"{where}: {'.'.join(parts[: position + 1])} is a {kind_of(child)}, which has no keys")
+        # Copied on the way down: what YAML aliases share elsewhere stays as the file says.
+        container[slot] = child = dict(child) if isinstance(child, dict) else list(child)
+        container = child
     return root
 
 
