@@ -36,13 +36,7 @@ class StepResult:
             return f"{self.step.label} could not be started: {self.launch_error}"
         code = self.returncode
         if code < 0:
-            import signal
-
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"{self.step.label} failed with exit code {code} (killed by {name})."
+            return f"{self.step.label} failed with exit code {code} (killed by {signal_name(-code)})."
         return f"{self.step.label} failed with exit code {code}."
 
 
@@ -106,6 +100,16 @@ class RunResult:
     @property
     def failed_step(self) -> int | None:
         return self.failed.step.number if self.failed is not None else None
+
+
+def signal_name(number: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number that names no signal."""
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class RunReporter(Protocol):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lynx.history import run_name, to_json
 from lynx.notify.tail import cut
+from lynx.outcome import signal_name
 
 if TYPE_CHECKING:
     from lynx.runner import RunResult
@@ -131,14 +132,7 @@ def _reason(result: RunResult) -> str:
     if failed.launch_error is not None:
         return f"could not be started ({failed.launch_error})"
     code = failed.returncode
-    if code < 0:
-        import signal
-
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return f"killed by {signal_name(-code)}" if code < 0 else f"exit code {code}"
 
 
 def _details(text: str, record: dict[str, Any], result: RunResult | None) -> str:
