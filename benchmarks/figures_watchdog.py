@@ -37,7 +37,7 @@ runs, steps = int(sys.argv[1]), int(sys.argv[2])
 import lynx.cli, lynx.commands.start, lynx.runner  # what a one-shot run has loaded when it forks
 from lynx.config import load_pipeline
 load_pipeline("one-step.yaml")
-from lynx.process import process_start
+from lynx.children import process_start
 from lynx.watchdog import start_watchdog
 import psutil
 

@@ -456,7 +456,7 @@ def pid_now_taken(pid: int) -> str | None:
 
 def stop_grace() -> float:
     """Seconds a scheduler gets after SIGTERM before its tree is killed (imported late: status need not load it)."""
-    from lynx.process import TERMINATE_GRACE
+    from lynx.ending import TERMINATE_GRACE
 
     return TERMINATE_GRACE + STOP_EXTRA_GRACE
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Sequence
 
+from lynx.ending import signals_deferred
 from lynx.plan import Plan
-from lynx.process import signals_deferred
 
 # What run_one says of a step; and what the dispatcher says of those it did not run.
 OK = "ok"

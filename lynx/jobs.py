@@ -18,8 +18,8 @@ import os
 import subprocess
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
+from lynx.children import boot_id, process_start
 from lynx.history import JOBS_DIR
-from lynx.process import boot_id, process_start
 
 # A record is a few hundred bytes: anything much larger is not one.
 MAX_RECORD = 64 * 1024

@@ -9,7 +9,8 @@ import os
 import sys
 from typing import Callable, Mapping
 
-from lynx.process import StepExit, StepGuard, reap_orphans, run_step
+from lynx.children import reap_orphans
+from lynx.process import StepExit, StepGuard, run_step
 from lynx.records import Pipeline, Step
 
 
@@ -51,7 +52,7 @@ def launch(
         )
     finally:
         if guard.subreaper:
-            # What has exited and is not one of Lynx's own children (lynx.process.spawn) is an orphan
+            # What has exited and is not one of Lynx's own children (lynx.children.spawn) is an orphan
             # a step left (or srun's helpers), re-parented to Lynx.
             reap_orphans()
 

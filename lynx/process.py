@@ -15,10 +15,20 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
-# Seconds a step gets after each signal (the one forwarded, then SIGTERM) before the next.
-TERMINATE_GRACE = 5.0
+from lynx.children import become_subreaper, released, spawn
+from lynx.ending import (
+    TERMINATE_GRACE,
+    describe_interruption,
+    end_process_tree,
+    forwarded_signal,
+    open_pidfd,
+    poll_ms,
+    signal_all,
+    step_processes,
+)
+
 CHUNK_SIZE = 256 * 1024
 PIPE_SIZE = 1024 * 1024
 # Without a pidfd (not Linux), how often a silent step is checked for having exited while
@@ -28,11 +38,7 @@ EXIT_CHECK = 0.2
 FLOWING_CHECK = 0.05
 # Leftovers' output without a newline is passed on in pieces of this size.
 LEFTOVER_LINE = 64 * 1024
-# poll() takes at most a C int of milliseconds (24.8 days): longer waits are taken an hour at a time.
-LONGEST_POLL_MS = 3_600_000
-# What signals_deferred() holds off: Ctrl+C, termination, the terminal closing, Ctrl+Z.
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP)
-PR_SET_CHILD_SUBREAPER = 36
+
 
 log = logging.getLogger("lynx")
 
@@ -48,66 +54,6 @@ class StepWatch(Protocol):
     def job_started(self, record: str) -> None: ...
 
     def job_done(self, record: str) -> None: ...
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22): with the boot's
-    id, an identity no reused PID and no clock change can fake. None where there is no ``/proc``."""
-    try:
-        # os.open and one read: a third of the cost of open() (paid per step where there is no pidfd).
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            stat = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
-        return int(stat[stat.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def boot_id() -> str | None:
-    """This boot's id, which start ticks count from."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
-class _OwnChildren:
-    """The children Lynx's own threads wait for (steps, srun, hook commands, SLURM's commands).
-
-    Lynx is a subreaper: orphans of its steps become its children, and :func:`reap_orphans` reaps
-    those that exited. It must never reap one of these instead, or its thread's ``wait()`` would find
-    no child and take its exit code for 0. Spawning and registering happen under the lock reaping
-    holds, so no child is seen before it is known. Process-wide by nature: so are the children.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pids: set[int] = set()
-
-
-_OWN = _OwnChildren()
-
-
-def spawn(argv: Sequence[str], **popen_arguments: Any) -> subprocess.Popen[Any]:
-    """``subprocess.Popen(argv, ...)`` of a child Lynx waits for itself; :func:`released` once it was waited for.
-
-    Raises:
-        OSError: it could not be started.
-    """
-    with _OWN.lock:
-        popen: subprocess.Popen[Any] = subprocess.Popen(list(argv), **popen_arguments)
-        _OWN.pids.add(popen.pid)
-    return popen
-
-
-def released(popen: subprocess.Popen[Any]) -> None:
-    """``popen`` (from :func:`spawn`) has been waited for: its PID is no longer Lynx's to keep."""
-    with _OWN.lock:
-        _OWN.pids.discard(popen.pid)
 
 
 @dataclass(frozen=True)
@@ -218,8 +164,8 @@ class StepGuard:
             orphans = self.subreaper and len(self._running) == 1
             members = {}
             for popen, _, _ in self._running.values():
-                members[popen.pid] = _step_processes(popen, orphans) if popen.returncode is None else []
-                _signal_all(popen, members[popen.pid], signal.SIGSTOP)
+                members[popen.pid] = step_processes(popen, orphans) if popen.returncode is None else []
+                signal_all(popen, members[popen.pid], signal.SIGSTOP)
             self._suspended = (members, time.monotonic())
 
     def resume(self) -> None:
@@ -232,7 +178,7 @@ class StepGuard:
             self._suspended = None
             self._paused += time.monotonic() - since
             for pid, (popen, _, _) in self._running.items():
-                _signal_all(popen, members.get(pid, []), signal.SIGCONT)
+                signal_all(popen, members.get(pid, []), signal.SIGCONT)
 
     def _paused_seconds(self, popen: subprocess.Popen[bytes]) -> float:
         """Seconds the step ``popen`` has spent suspended (Ctrl+Z) since it started."""
@@ -308,17 +254,7 @@ def supervise_steps(guard: StepGuard) -> None:
 
     signal.signal(signal.SIGTSTP, on_terminal_stop)
     if sys.platform.startswith("linux"):
-        guard.subreaper = _become_subreaper()
-
-
-def _become_subreaper() -> bool:
-    try:
-        import ctypes  # about 1.5 ms, paid only by runs that start steps
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (ImportError, OSError, AttributeError):
-        return False
+        guard.subreaper = become_subreaper()
 
 
 def run_step(
@@ -366,7 +302,7 @@ def run_step(
     timed_out = False
     left_running = False
     try:
-        pidfd = _open_pidfd(popen.pid)
+        pidfd = open_pidfd(popen.pid)
         guard._started(popen, name, pidfd)
         if guard.stopping:
             end_process_tree(
@@ -405,7 +341,7 @@ def run_step(
             elif chunk is None:
                 left = None if timeout is None else started + guard._paused_seconds(popen) + timeout - time.monotonic()
                 wait = left if pidfd is not None else EXIT_CHECK if left is None else min(left, EXIT_CHECK)
-                events = poller.poll(_poll_ms(EXIT_CHECK if ending else wait))
+                events = poller.poll(poll_ms(EXIT_CHECK if ending else wait))
                 if pipe_open and any(ready == fd for ready, _ in events):
                     continue
             if guard._ended_elsewhere:
@@ -478,18 +414,6 @@ def _not_started(error: OSError) -> StepExit:
     if error.errno in (errno.EAGAIN, errno.ENOMEM):
         reason += " (the system could not create a process)"
     return StepExit(127 if error.errno == errno.ENOENT else 126, launch_error=reason)
-
-
-def _poll_ms(seconds: float | None) -> int | None:
-    """``seconds`` as poll()'s timeout: whole milliseconds, rounded up, at most an hour (None: forever)."""
-    return None if seconds is None else min(max(int(seconds * 1000) + 1, 0), LONGEST_POLL_MS)
-
-
-def _open_pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)  # type: ignore[attr-defined, no-any-return] # Linux 5.3+, Python 3.9+
-    except (AttributeError, OSError):
-        return None
 
 
 def _drain(fd: int, on_output: Callable[[bytes], None], limit: int = PIPE_SIZE) -> bool:
@@ -570,207 +494,3 @@ class _Leftovers:
                 if cut:
                     self._output(data[:cut])
                 partial[fd] = data[cut:]
-
-
-def reap_orphans() -> None:
-    """Reap processes re-parented to Lynx (a subreaper) that have exited.
-
-    Called after each step (lynx.launch). Each zombie child is first looked at without being reaped
-    (WNOWAIT), then reaped by its own PID, unless it is one of Lynx's own children, which its own
-    thread reaps: then the orphans behind it wait for the next time.
-    """
-    with _OWN.lock:
-        for _ in range(10_000):
-            try:
-                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if found is None or found.si_pid == 0 or found.si_pid in _OWN.pids:
-                return
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(found.si_pid, os.WNOHANG)
-
-
-def describe_interruption(error: BaseException) -> str:
-    """Say what stopped Lynx, for the log: Ctrl+C, a signal's name, or the error."""
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl+C)"
-    signum = getattr(error, "signum", None)
-    if signum is not None:
-        return f"interrupted ({signal.Signals(signum).name})"
-    return f"interrupted ({type(error).__name__}: {error})"
-
-
-def forwarded_signal(error: BaseException) -> int:
-    """What the step gets first when Lynx is interrupted: what Lynx got (SIGINT for Ctrl+C)."""
-    if isinstance(error, KeyboardInterrupt):
-        return signal.SIGINT
-    signum = getattr(error, "signum", None)
-    return signum if signum in (signal.SIGTERM, signal.SIGHUP) else signal.SIGTERM
-
-
-def end_process_tree(
-    popen: subprocess.Popen[bytes],
-    name: str,
-    reason: str,
-    grace: float = TERMINATE_GRACE,
-    *,
-    first: int = signal.SIGTERM,
-    orphans: bool = False,
-    stopping: bool = False,
-) -> None:
-    """Signal the step's process group and every process in its tree: ``first`` (what Lynx
-    received), then SIGTERM, then SIGKILL, each after ``grace`` seconds, each said in the log.
-
-    Two mechanisms, because each misses something: a child that called setsid has left the
-    group but is still in the tree; a grandchild whose parent died has left the tree but is
-    still in the group. With ``orphans`` (Lynx is a subreaper), Lynx's own children started
-    since the step are the step's too: its double-forked daemons. The step's own process is
-    reaped only at the end: until then its PID, and so its group, cannot be anyone else's, and
-    each round looks again for what the step started meanwhile (a trap that forks). Others are
-    signalled through psutil, which checks that each PID still belongs to the process it found.
-    Ctrl+C and SIGTERM wait until this is done, so a second press cannot leave the step running.
-
-    Args:
-        stopping: Lynx itself is being interrupted; a Ctrl+C or SIGTERM arriving meanwhile adds
-            nothing (else it is raised once the step has ended).
-    """
-    with signals_deferred(reraise=not stopping):
-        if popen.returncode is not None:
-            return  # reaped: it has ended, and its PID may be another process's by now
-        import psutil  # under the deferral: the first import takes long enough for a second Ctrl+C
-
-        pidfd = _open_pidfd(popen.pid)
-        try:
-            alive = _step_processes(popen, orphans)
-            signals = [first] if first == signal.SIGTERM else [first, signal.SIGTERM]
-            log.warning(
-                f"{name} {reason}: ending it ({signal.Signals(first).name} to PID {popen.pid}"
-                f" and {len(alive)} more process(es))."
-            )
-            exited = False
-            for index, signum in enumerate(signals):
-                if index:
-                    previous = signal.Signals(signals[index - 1]).name
-                    if exited:
-                        log.warning(f"{name} has exited, {len(alive)} process(es) it started not yet: sending SIGTERM.")
-                    else:
-                        log.warning(f"{name} did not exit within {grace:g} s of {previous}: sending SIGTERM.")
-                _signal_all(popen, alive, signum)
-                # A process suspended with Ctrl+Z could not act on the signal.
-                _signal_all(popen, alive, signal.SIGCONT)
-                deadline = time.monotonic() + grace
-                exited = _exits_within(popen, pidfd, grace)
-                _, alive = psutil.wait_procs(alive, timeout=max(deadline - time.monotonic(), 0.1))
-                alive = _step_processes(popen, orphans, alive)
-                if exited and not alive:
-                    break
-            else:
-                what = f"{name}: {len(alive)} process(es) it started" if exited else name
-                log.warning(f"{what} did not exit within {grace:g} s of SIGTERM: killing it (SIGKILL).")
-                _signal_all(popen, alive, signal.SIGKILL)
-                psutil.wait_procs(alive, timeout=2)
-        finally:
-            if popen.returncode is None and not _exits_within(popen, pidfd, 0):
-                _signal_all(popen, [], signal.SIGKILL)  # only after an unexpected error: never leave it running
-            popen.wait()
-            if pidfd is not None:
-                os.close(pidfd)
-
-
-def _exits_within(popen: subprocess.Popen[bytes], pidfd: int | None, seconds: float) -> bool:
-    """Wait up to ``seconds`` for the step's process to exit, leaving it unreaped where a pidfd
-    tells (Linux); elsewhere it is reaped on exit."""
-    if pidfd is None:
-        try:
-            popen.wait(timeout=seconds)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(_poll_ms(seconds)))
-
-
-def _step_processes(popen: subprocess.Popen[bytes], orphans: bool, known: Sequence[Any] = ()) -> list[Any]:
-    """The step's descendants, the other members of its process group and, with ``orphans``,
-    Lynx's children started since the step that are not its own (with their descendants), as psutil
-    processes; with
-    those of ``known`` that are still running. None but ``known`` once the step is reaped."""
-    import psutil
-
-    if popen.returncode is not None:
-        return [each for each in known if each.is_running()]
-    members: dict[int, psutil.Process] = {each.pid: each for each in known if each.is_running()}
-    with contextlib.suppress(psutil.Error):
-        step = psutil.Process(popen.pid)
-        members.update((child.pid, child) for child in step.children(recursive=True))
-        if orphans:
-            # Start times count in clock ticks; within one tick, PIDs are handed out in order.
-            started = (step.create_time(), popen.pid)
-            with _OWN.lock:
-                own = set(_OWN.pids)  # Lynx's own (a hook command, srun of a SLURM step): never the step's
-            for child in psutil.Process().children():
-                with contextlib.suppress(psutil.Error):
-                    if child.pid not in own and (child.create_time(), child.pid) > started:
-                        members[child.pid] = child
-                        members.update((each.pid, each) for each in child.children(recursive=True))
-    for process in psutil.process_iter():
-        with contextlib.suppress(OSError, psutil.Error):
-            if process.pid != popen.pid and process.pid not in members and os.getpgid(process.pid) == popen.pid:
-                members[process.pid] = process
-    return list(members.values())
-
-
-def _signal_all(popen: subprocess.Popen[bytes], others: list[Any], signum: int) -> None:
-    import psutil
-
-    if popen.returncode is None:
-        # The leader is not yet reaped, so its PID (the group's ID) cannot belong to anyone else.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signum)
-    for process in others:
-        with contextlib.suppress(psutil.Error):
-            process.send_signal(signum)
-
-
-@contextlib.contextmanager
-def signals_deferred(reraise: bool = True, on_arrival: Callable[[int], None] | None = None) -> Iterator[None]:
-    """Hold off Ctrl+C, SIGTERM, SIGHUP and Ctrl+Z (in the main thread) while a step is being ended,
-    so a second press cannot orphan it and a suspended Lynx cannot hold its end up.
-
-    Args:
-        reraise: once done, raise what arrived meanwhile (a Ctrl+C while a timed-out step is
-            ended still stops Lynx): a termination signal before a Ctrl+Z, which it makes moot;
-            else it is dropped. Inside another deferral, what arrived is handed to that one.
-        on_arrival: told each signal as it arrives (a SLURM job's end gives up waiting for a
-            controller that does not answer on a second Ctrl+C).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    arrived: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        arrived.append(signum)
-        if on_arrival is not None:
-            on_arrival(signum)
-
-    hold.lynx_hold = True  # type: ignore[attr-defined]
-    saved: dict[int, Any] = {signum: signal.signal(signum, hold) for signum in DEFERRED_SIGNALS}
-    try:
-        yield
-    finally:
-        # Blocked while the handlers are put back: none can run half-way through.
-        signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
-        try:
-            for signum, handler in saved.items():
-                signal.signal(signum, handler)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED_SIGNALS)
-        outer = [signum for signum in arrived if getattr(saved[signum], "lynx_hold", False)]
-        for signum in outer:
-            saved[signum](signum, None)
-        terminating = [signum for signum in arrived if signum != signal.SIGTSTP]
-        if reraise and not outer and arrived:
-            signal.raise_signal(terminating[0] if terminating else signal.SIGTSTP)

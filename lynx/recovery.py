@@ -18,8 +18,8 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from lynx.children import boot_id, process_start
 from lynx.history import append_line, history_path, read_runs, step_record, to_json
-from lynx.process import boot_id, process_start
 from lynx.statefiles import STATE_DIR, check_owner, open_regular
 
 RUNNING_DIR = "running"

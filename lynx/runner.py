@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Callable, Mapping
 
 from lynx.dispatch import FAILED, INTERRUPTED, OK, TOLERATED, dispatch
+from lynx.ending import describe_interruption, forwarded_signal
 from lynx.launch import launch
 from lynx.logs import OutputRelay, get_logger
 from lynx.outcome import (
@@ -24,7 +25,7 @@ from lynx.outcome import (
     new_run_id,
 )
 from lynx.plan import make_plan, parallel_limit, side_by_side
-from lynx.process import StepGuard, describe_interruption, forwarded_signal
+from lynx.process import StepGuard
 from lynx.records import Pipeline, Selection
 from lynx.summary import summary_lines
 

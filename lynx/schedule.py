@@ -12,10 +12,11 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
+from lynx.ending import describe_interruption, forwarded_signal
 from lynx.errors import ConfigError
 from lynx.logs import get_logger
 from lynx.outcome import RunResult
-from lynx.process import StepGuard, describe_interruption, forwarded_signal
+from lynx.process import StepGuard
 from lynx.records import Schedule
 
 JOB_ID = "lynx-pipeline"

@@ -17,9 +17,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from lynx.ending import describe_interruption, forwarded_signal
 from lynx.jobs import ACTIVE_STATES, JobRegistry, cancel_left_jobs, has_records
 from lynx.logs import get_logger
-from lynx.process import StepExit, StepGuard, describe_interruption, forwarded_signal, run_step
+from lynx.process import StepExit, StepGuard, run_step
 from lynx.slurm_job import UNANSWERED, SlurmJob
 
 if TYPE_CHECKING:

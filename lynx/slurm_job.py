@@ -20,9 +20,11 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
+from lynx.children import released, spawn
+from lynx.ending import signals_deferred
 from lynx.jobs import ACTIVE_STATES, JobRecord, JobRegistry, controller_down
 from lynx.logs import get_logger
-from lynx.process import StepGuard, released, signals_deferred, spawn
+from lynx.process import StepGuard
 
 # How long SLURM commands may take before the cluster counts as not answering.
 COMMAND_TIMEOUT = 15.0

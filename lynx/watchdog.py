@@ -78,7 +78,7 @@ class Watchdog:
             return
         # Without a pidfd (Linux before 5.3), the process is known by its start time instead: read
         # now, while it cannot have been reaped.
-        from lynx.process import process_start
+        from lynx.children import process_start
 
         ticks = process_start(pid)
         if ticks is not None:
@@ -133,7 +133,7 @@ def start_watchdog(*, grace: float, log_file: str | None, environ: Mapping[str, 
         log_file: Lynx's log file (relative to the working directory, which the watchdog shares).
         environ: the watchdog's environment (SLURM's commands read theirs from it).
     """
-    from lynx.process import process_start
+    from lynx.children import process_start
 
     if not sys.platform.startswith("linux") or process_start(os.getpid()) is None:
         return None
@@ -404,7 +404,7 @@ def _leader(step: _Step, psutil: Any) -> Any:
         return None
     import signal
 
-    from lynx.process import process_start
+    from lynx.children import process_start
 
     # Checked after psutil.Process(): from now on psutil checks before each signal that the PID is not reused.
     if step.pidfd is not None:

@@ -11,11 +11,12 @@ from typing import Any, BinaryIO, Callable, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import load_pipeline
+from lynx.ending import TERMINATE_GRACE
 from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
-from lynx.process import TERMINATE_GRACE, StepGuard, supervise_steps
+from lynx.process import StepGuard, supervise_steps
 from lynx.records import Pipeline, Selection
 from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure

@@ -11,9 +11,9 @@ import signal
 import subprocess
 import tempfile
 
+from lynx.children import released, spawn
 from lynx.notify.delivery import Context, NotifyError
 from lynx.notify.event import Event
-from lynx.process import released, spawn
 from lynx.records import Channel
 
 # How long an ended hook gets between SIGTERM and SIGKILL.
@@ -41,7 +41,7 @@ def environment(event: Event, context: Context) -> dict[str, str]:
 def send(channel: Channel, event: Event, context: Context) -> None:
     with tempfile.TemporaryFile() as output:
         try:
-            # Lynx's own child: its reaping of orphans leaves it to this thread (lynx.process.spawn).
+            # Lynx's own child: its reaping of orphans leaves it to this thread (lynx.children.spawn).
             popen = spawn(
                 channel.argv(context.python),
                 stdin=subprocess.PIPE,
