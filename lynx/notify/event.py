@@ -86,7 +86,8 @@ def build_event(kind: str, record: dict[str, Any], result: RunResult | None, tai
         subject = f"[lynx] {name}: test notification"
     else:
         assert result is not None
-        took = f"{result.duration_s:.2f} s"
+        # The record's own figure: what the text says is what the JSON beside it says.
+        took = f"{float(record.get('duration_s') or 0.0):.2f} s"
         step = _step_words(result)
         if result.failed is not None and not result.interrupted:
             failed = result.failed
