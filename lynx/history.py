@@ -90,7 +90,7 @@ class HistoryRecorder:
 
     def line(self, result: RunResult) -> bytes:
         """The run as one JSON line."""
-        return (to_json(self.record(result)) + "\n").encode("ascii")
+        return (to_json(self.record(result)) + "\n").encode()
 
     def head(self, run_id: str | None, started_at: datetime | None) -> dict[str, Any]:
         """What the run's record says from its start (lynx.recovery keeps it while the run goes on)."""

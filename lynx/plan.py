@@ -8,30 +8,41 @@ sweep waits for costs 10,000 links, not 10,000 squared.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from lynx.records import Pipeline
 
 
-@dataclass(frozen=True)
 class Plan:
     """The groups of a pipeline's steps and how they wait for each other.
 
     A group is one config step: its number, and the indexes (into ``pipeline.steps``) of the steps made
-    from it (one, or one per matrix combination).
+    from it (one, or one per matrix combination). A plain class, not a dataclass: every run makes one,
+    and a dataclass costs a run its creation at import.
     """
 
-    numbers: tuple[int, ...]
-    members: tuple[tuple[int, ...], ...]
-    # For each group, the groups it waits for (by position in ``numbers``).
-    waits_for: tuple[tuple[int, ...], ...]
-    # The group said ``needs``: what it waits for must have succeeded. Else it follows the step before it,
-    # which only has to have ended (as ever: a failure that ``continue_on_error`` lets go does not stop it).
-    strict: tuple[bool, ...]
-    # For each group, the groups that wait for it.
-    dependents: tuple[tuple[int, ...], ...]
-    # Of the position of each step's group, by step index.
-    group_of: tuple[int, ...]
+    __slots__ = ("dependents", "group_of", "members", "numbers", "strict", "waits_for")
+
+    def __init__(
+        self,
+        numbers: tuple[int, ...],
+        members: tuple[tuple[int, ...], ...],
+        waits_for: tuple[tuple[int, ...], ...],
+        strict: tuple[bool, ...],
+        dependents: tuple[tuple[int, ...], ...],
+        group_of: tuple[int, ...],
+    ) -> None:
+        self.numbers = numbers
+        self.members = members
+        # For each group, the groups it waits for (by position in ``numbers``).
+        self.waits_for = waits_for
+        # The group said ``needs``: what it waits for must have succeeded. Else it follows the step
+        # before it, which only has to have ended (as ever: a failure that ``continue_on_error`` lets
+        # go does not stop it).
+        self.strict = strict
+        # For each group, the groups that wait for it.
+        self.dependents = dependents
+        # The position of each step's group, by step index.
+        self.group_of = group_of
 
     @property
     def chain(self) -> bool:

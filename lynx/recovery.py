@@ -99,7 +99,7 @@ class RunJournal:
         path = self.path
         if path is None:
             return False
-        line = (to_json(entry) + "\n").encode("ascii")
+        line = (to_json(entry) + "\n").encode()
         flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
         try:
             with self.lock:
@@ -162,7 +162,7 @@ def recover_lost_runs(directory: str, *, environ: Mapping[str, str] = os.environ
             record = lost_record(journal, last_alive=_mtime(claimed))
             run_id = record.get("run_id")
             if isinstance(run_id, str) and not read_runs(directory, limit=1, run_id=run_id):
-                line = (to_json(record) + "\n").encode("ascii")
+                line = (to_json(record) + "\n").encode()
                 text = environ.get("LYNX_HISTORY_MAX_BYTES", "")
                 append_line(history_path(directory), line, *((int(text),) if text.isdigit() else ()))
                 recovered.append(record)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from datetime import datetime
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from lynx.dispatch import FAILED, INTERRUPTED, OK, TOLERATED, dispatch
 from lynx.ending import describe_interruption, forwarded_signal
@@ -26,7 +26,7 @@ from lynx.outcome import (
 )
 from lynx.plan import make_plan, parallel_limit, side_by_side
 from lynx.process import StepGuard
-from lynx.records import Pipeline, Selection
+from lynx.records import Pipeline
 from lynx.summary import summary_lines
 
 # Names other modules take from here.
@@ -41,6 +41,9 @@ __all__ = [
     "run_pipeline",
     "stop_on_failure",
 ]
+
+if TYPE_CHECKING:
+    from lynx.selection import Selection
 
 OUTPUT_HEAD = "-" * 20 + " Output " + "-" * 20
 OUTPUT_FOOT = "-" * 48

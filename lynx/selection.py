@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from lynx.errors import ConfigError
-from lynx.records import Pipeline, Selection
+from lynx.records import Pipeline
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The steps a run runs when ``--from``, ``--until`` or ``--only`` pick some (by config number)."""
+
+    numbers: frozenset[int]
+    # How the user picked them, in order: ("from", "3"), ("only", "prep"), ...
+    given: tuple[tuple[str, str], ...]
+
+    @property
+    def said(self) -> str:
+        """``--from 3``, ``--only prep --only 4``: for messages."""
+        return " ".join(f"--{option} {value}" for option, value in self.given)
+
+    def as_record(self) -> dict[str, object]:
+        """For the history and the scheduler's record: ``{"from": "3"}``, ``{"only": ["prep", "4"]}``."""
+        record: dict[str, object] = {}
+        for option, value in self.given:
+            if option == "only":
+                record.setdefault("only", [])
+                record["only"].append(value)  # type: ignore[attr-defined]
+            else:
+                record[option] = value
+        return record
 
 
 def select_steps(

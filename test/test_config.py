@@ -932,4 +932,4 @@ def test_the_records_import_nothing_of_lynx_and_slurm_runs_jobs_without_the_conf
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not any(name == "lynx.config" or name.startswith("lynx.config.") for name in imported), module
         if module == "records.py":
-            assert {name for name in imported if name.startswith("lynx")} <= {"lynx.cron"}
+            assert {name for name in imported if name.startswith("lynx")} <= {"lynx.cron", "lynx.channels"}

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, TextIO
 
 from lynx import __version__, dialog
 from lynx.config import load_pipeline
@@ -17,10 +17,12 @@ from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
 from lynx.process import StepGuard, supervise_steps
-from lynx.records import Pipeline, Selection
+from lynx.records import Pipeline
 from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
-from lynx.selection import select_steps
+
+if TYPE_CHECKING:
+    from lynx.selection import Selection
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def start(
         return _run_detached(options, stdin=stdin, stdout=stdout, environ=environ)
     config_file = _existing_config(options.config_file, stdin=stdin, stdout=stdout)
     pipeline = load_pipeline(config_file, overrides=options.overrides)
-    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
+    selection = _selection(options, pipeline)
     check_launchers(pipeline, environ=environ)
     if options.background:
         return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
@@ -85,6 +87,15 @@ def start(
     return _run(
         options, pipeline, log_file, screen=stdout, color=color, stdin=stdin, environ=environ, selection=selection
     )[0]
+
+
+def _selection(options: StartOptions, pipeline: Pipeline) -> Selection | None:
+    """The steps --from, --until and --only pick (lynx.selection is loaded only when they are given)."""
+    if options.from_ is None and options.until is None and not options.only:
+        return None
+    from lynx.selection import select_steps
+
+    return select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
 
 
 def _setup_logging(options: StartOptions, *, screen: TextIO | None, color: bool) -> Any:
@@ -216,7 +227,7 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
 
     entry = _entry_reporter(options.name)
     pipeline = load_pipeline(options.config_file, overrides=options.overrides)
-    selection = select_steps(pipeline, from_=options.from_, until=options.until, only=options.only)
+    selection = _selection(options, pipeline)
     check_launchers(pipeline, environ=environ)
     if pipeline.schedule is not None:
         _check_trigger(pipeline.schedule)

@@ -6,11 +6,14 @@ import dataclasses
 import os
 import sys
 from datetime import datetime
-from typing import Any, Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from lynx.config import load_pipeline
 from lynx.errors import EXIT_OK, ConfigError
-from lynx.records import FromEnvironment, Pipeline, Schedule, Selection, Step, as_shown, shown_command_line
+from lynx.records import FromEnvironment, Pipeline, Schedule, Step, as_shown, shown_command_line
+
+if TYPE_CHECKING:
+    from lynx.selection import Selection
 
 FIRE_TIMES = 5
 # Shown by the step's heading and command line instead.

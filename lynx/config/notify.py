@@ -10,10 +10,10 @@ import os
 import re
 from typing import Any, Mapping
 
+from lynx.channels import EVENTS, Channel, Mail
 from lynx.config.steps import StepContext, split_arguments
 from lynx.config.values import as_written, check_flag, check_number, kind_of, shown, unknown_key
 from lynx.errors import ConfigError
-from lynx.records import EVENTS, Channel, Mail
 
 KINDS = ("command", "webhook", "email", "healthchecks", "apprise")
 NOTIFY_KEYS = (*KINDS, "on", "timeout", "log_tail", "headers")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
 from lynx.config.values import kind_of, shown, unknown_key
 from lynx.errors import ConfigError
-from lynx.records import Channel, Pipeline, Step
+from lynx.records import Pipeline, Step
+
+if TYPE_CHECKING:
+    from lynx.channels import Channel
 
 TOP_LEVEL_KEYS = ("cron", "configs", "steps", "vars", "python", "notify", "max_parallel")
 # At most this many steps at once may be asked for.

@@ -10,9 +10,9 @@ import logging
 
 import apprise
 
+from lynx.channels import Channel, masked_url
 from lynx.notify.delivery import Context, NotifyError
 from lynx.notify.event import Event
-from lynx.records import Channel, masked_url
 
 
 def send(channel: Channel, event: Event, context: Context) -> None:

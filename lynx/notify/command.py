@@ -11,10 +11,10 @@ import signal
 import subprocess
 import tempfile
 
+from lynx.channels import Channel
 from lynx.children import released, spawn
 from lynx.notify.delivery import Context, NotifyError
 from lynx.notify.event import Event
-from lynx.records import Channel
 
 # How long an ended hook gets between SIGTERM and SIGKILL.
 GRACE = 1.0

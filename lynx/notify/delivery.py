@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from lynx.records import Channel
+from lynx.channels import Channel
 
 # Retries of a connection error or a 5xx answer (webhook, ping), each after this many seconds.
 BACKOFF = (0.5, 1.0)

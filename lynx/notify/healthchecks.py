@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import uuid
 
+from lynx.channels import Channel
 from lynx.notify.delivery import Context
 from lynx.notify.event import Event
 from lynx.notify.posting import post
-from lynx.records import Channel
 
 # Run ids become UUIDs under this namespace (the protocol's rid must be a UUID).
 RUN_NAMESPACE = uuid.UUID("2f9d1b2e-5c3a-4e8f-9a41-6c1f0d7b3e55")

@@ -9,9 +9,9 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from lynx.channels import Channel, Mail
 from lynx.notify.delivery import Context, NotifyError
 from lynx.notify.event import Event
-from lynx.records import Channel, Mail
 
 
 def sender(mail: Mail) -> str:

@@ -19,11 +19,12 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
+from lynx.channels import Channel
 from lynx.errors import Terminated
 from lynx.notify.delivery import Context, NotifyError, scrub, secrets_of
 from lynx.notify.event import END_EVENTS, Event, build_event
 from lynx.notify.tail import LogTail, TailSink, capture_log
-from lynx.records import Channel, Step
+from lynx.records import Step
 from lynx.runner import RunResult, StepRecord, new_run_id
 
 SENDERS = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from lynx.channels import Channel
 from lynx.notify.delivery import Context
 from lynx.notify.event import Event
 from lynx.notify.posting import post
-from lynx.records import Channel
 
 
 def send(channel: Channel, event: Event, context: Context) -> None:
