@@ -7,7 +7,6 @@ import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from lynx.config.schedules import build_schedule
 from lynx.config.steps import StepContext, build_step
 from lynx.config.values import kind_of, shown, unknown_key
 from lynx.errors import ConfigError
@@ -58,7 +57,11 @@ def build_pipeline(
     else:
         # A plain chain, as fast as before: no needs to resolve, no combinations.
         steps = tuple(build_step(number, raw, context) for number, raw in enumerate(raw_steps, 1))
-    schedule = build_schedule(document["cron"], source) if "cron" in document else None
+    schedule = None
+    if "cron" in document:
+        from lynx.config.schedules import build_schedule  # only configs with a schedule
+
+        schedule = build_schedule(document["cron"], source)
     channels: tuple[Channel, ...] = ()
     if "notify" in document:
         # Only configs that notify load its rules.

@@ -6,7 +6,6 @@ import os
 import re
 from typing import Any, Callable, Dict, Mapping
 
-from lynx.config.slurm_options import option_problem
 from lynx.config.values import (
     as_written,
     check_flag,
@@ -357,6 +356,9 @@ def _build_slurm(raw: Mapping[str, Any], where: str) -> tuple[tuple[str, str | b
         raise ConfigError(
             f"{where}: 'slurm' must be a mapping of srun options (or true for the defaults), not a {kind_of(value)}"
         )
+    # Only configs with SLURM steps load the list of srun's options.
+    from lynx.config.slurm_options import option_problem
+
     options: list[tuple[str, str | bool]] = []
     for key, option_value in value.items():
         problem = option_problem(str(key))
