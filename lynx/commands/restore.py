@@ -34,7 +34,11 @@ def restore(
 
     directory = directory or Path.cwd()
     recover_lost_runs(str(directory))  # the runs the dead schedulers left, before new ones start
-    entries = daemon.registered(directory, on_error=lambda message: stderr.write(f"Warning: {message}\n"))
+
+    def warn(message: str) -> None:
+        stderr.write(f"Warning: {message}\n")
+
+    entries = daemon.registered(directory, on_error=warn)
     if names and all_:
         raise ConfigError("give NAMEs or --all, not both")
     # No NAME: all of them, as with --all.

@@ -47,7 +47,8 @@ def retry(
             "ones it describes now; retry with --force to run it anyway"
         )
     overrides = tuple(text for text in run.get("overrides") or () if isinstance(text, str))
-    selection = run.get("selection") if isinstance(run.get("selection"), dict) else {}
+    given = run.get("selection")
+    selection: dict[str, Any] = given if isinstance(given, dict) else {}
     from_, until, only = _from_first_failure(config_file, run, overrides, selection)
     stdout.write(f"Retrying run {run['run_id']} ({run.get('result')}) from step {from_ or ', '.join(only)}.\n")
     stdout.flush()

@@ -115,14 +115,14 @@ def _read_from_environment(config: Any) -> dict[tuple[Any, ...], str]:
         keys = list(container.keys()) if isinstance(container, DictConfig) else range(len(container))
         for key in keys:
             node = container._get_node(key)
-            if not OmegaConf.is_interpolation(container, key):
+            if not OmegaConf.is_interpolation(container, key):  # type: ignore[arg-type]  # keys are str or int
                 if isinstance(node, (DictConfig, ListConfig)):
                     walk(node, (*path, key))
                 continue
             text = str(node._value())
             if text in known:
                 if known[text]:
-                    found[(*path, key)] = text
+                    found[path + (key,)] = text
                 continue
             reads.clear()
             value = container[key]
@@ -132,7 +132,7 @@ def _read_from_environment(config: Any) -> dict[tuple[Any, ...], str]:
             # Without the registry to wrap, every interpolation counts as one that reads the environment.
             from_environment = bool(reads) or original is None
             if from_environment:
-                found[(*path, key)] = text
+                found[path + (key,)] = text
             if not _RELATIVE_KEY.search(text):
                 known[text] = from_environment
         on_path.discard(id(container))
