@@ -120,9 +120,10 @@ def _read_from_environment(config: Any) -> dict[tuple[Any, ...], str]:
                     walk(node, (*path, key))
                 continue
             text = str(node._value())
+            here = (*path, key)
             if text in known:
                 if known[text]:
-                    found[path + (key,)] = text
+                    found[here] = text
                 continue
             reads.clear()
             value = container[key]
@@ -132,7 +133,7 @@ def _read_from_environment(config: Any) -> dict[tuple[Any, ...], str]:
             # Without the registry to wrap, every interpolation counts as one that reads the environment.
             from_environment = bool(reads) or original is None
             if from_environment:
-                found[path + (key,)] = text
+                found[here] = text
             if not _RELATIVE_KEY.search(text):
                 known[text] = from_environment
         on_path.discard(id(container))
