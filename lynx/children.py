@@ -31,8 +31,9 @@ def process_start(pid: int) -> int | None:
 def boot_id() -> str | None:
     """This boot's id, which start ticks count from."""
     try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
+        # Bytes, decoded as UTF-8 (the id is ASCII): no codec to load for it.
+        with open("/proc/sys/kernel/random/boot_id", "rb") as handle:
+            return handle.read().decode().strip()
     except OSError:
         return None
 
