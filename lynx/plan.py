@@ -20,7 +20,7 @@ class Plan:
     and a dataclass costs a run its creation at import.
     """
 
-    __slots__ = ("dependents", "group_of", "members", "numbers", "strict", "waits_for")
+    __slots__ = ("chain", "dependents", "group_of", "members", "numbers", "strict", "waits_for")
 
     def __init__(
         self,
@@ -30,6 +30,7 @@ class Plan:
         strict: tuple[bool, ...],
         dependents: tuple[tuple[int, ...], ...],
         group_of: tuple[int, ...],
+        chain: bool | None = None,
     ) -> None:
         self.numbers = numbers
         self.members = members
@@ -43,17 +44,31 @@ class Plan:
         self.dependents = dependents
         # The position of each step's group, by step index.
         self.group_of = group_of
-
-    @property
-    def chain(self) -> bool:
-        """At most one step can ever be ready at a time: each group one step, each following the one before."""
-        return all(len(members) == 1 for members in self.members) and all(
-            waits == ((position - 1,) if position else ()) for position, waits in enumerate(self.waits_for)
+        # At most one step can ever be ready at a time: each group one step, each following the one before.
+        self.chain = (
+            chain
+            if chain is not None
+            else all(len(each) == 1 for each in members)
+            and all(waits == ((position - 1,) if position else ()) for position, waits in enumerate(waits_for))
         )
 
 
 def make_plan(pipeline: Pipeline) -> Plan:
     """The plan of ``pipeline``'s steps (a plain config is a chain)."""
+    steps = pipeline.steps
+    count = len(steps)
+    if all(step.needs is None for step in steps) and len({step.number for step in steps}) == count:
+        # No needs and no matrix (the common case, made in one pass): each step its own group, each
+        # following the one before.
+        return Plan(
+            numbers=tuple(step.number for step in steps),
+            members=tuple((index,) for index in range(count)),
+            waits_for=tuple((index - 1,) if index else () for index in range(count)),
+            strict=(False,) * count,
+            dependents=tuple((index + 1,) if index + 1 < count else () for index in range(count)),
+            group_of=tuple(range(count)),
+            chain=True,
+        )
     numbers: list[int] = []
     members: list[list[int]] = []
     group_of: list[int] = []

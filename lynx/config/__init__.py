@@ -9,6 +9,7 @@ show values), ``steps`` (each step key's rules), ``slurm_options`` (what ``slurm
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Mapping, Sequence
 
@@ -40,16 +41,24 @@ def load_pipeline(
     from lynx.config.reading import read_yaml
 
     source = os.fspath(path)
-    document, interpolations, matrix_refs = read_yaml(source)
-    if overrides:
-        from lynx.config.overrides import apply_overrides
+    # A config is a tree of new containers, built once: the cyclic collector, left on, would scan them
+    # again and again as they grow (a tenth of the time for a file of thousands of steps).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        document, interpolations, matrix_refs = read_yaml(source)
+        if overrides:
+            from lynx.config.overrides import apply_overrides
 
-        document = apply_overrides(document, overrides, source)
-        interpolations += sum(override.count("${") for override in overrides)
-        matrix_refs += sum(override.count("${matrix.") for override in overrides)
-    if interpolations > matrix_refs:
-        # Only configs that use interpolation pay for OmegaConf (${matrix.…} is Lynx's own).
-        from lynx.config.interpolation import resolve_interpolations
+            document = apply_overrides(document, overrides, source)
+            interpolations += sum(override.count("${") for override in overrides)
+            matrix_refs += sum(override.count("${matrix.") for override in overrides)
+        if interpolations > matrix_refs:
+            # Only configs that use interpolation pay for OmegaConf (${matrix.…} is Lynx's own).
+            from lynx.config.interpolation import resolve_interpolations
 
-        document = resolve_interpolations(document, source)
-    return build_pipeline(document, source, cwd or os.getcwd(), environ, matrix_refs=matrix_refs > 0)
+            document = resolve_interpolations(document, source)
+        return build_pipeline(document, source, cwd or os.getcwd(), environ, matrix_refs=matrix_refs > 0)
+    finally:
+        if collecting:
+            gc.enable()
