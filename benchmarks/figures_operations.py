@@ -47,7 +47,7 @@ from pathlib import Path
 
 directory, config, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from lynx.config import load_pipeline
-from lynx.logs import OutputRelay
+from lynx.relay import OutputRelay
 from lynx.process import StepGuard
 from lynx.runner import combine_reporters, run_pipeline, stop_on_failure
 

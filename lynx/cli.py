@@ -131,8 +131,8 @@ def start(
     +KEY=VALUE adds a key).
     """
     _require_working_directory()
-    from lynx.commands.start import StartOptions
     from lynx.commands.start import start as run_start
+    from lynx.commands.start_request import StartOptions
 
     options = StartOptions(
         config_file=config_file,

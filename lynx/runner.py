@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from lynx.dispatch import FAILED, INTERRUPTED, OK, TOLERATED, dispatch
 from lynx.ending import describe_interruption, forwarded_signal
 from lynx.launch import launch
-from lynx.logs import OutputRelay, get_logger
+from lynx.logs import get_logger
 from lynx.outcome import (
     Decision,
     Reporters,
@@ -27,6 +27,7 @@ from lynx.outcome import (
 from lynx.plan import make_plan, parallel_limit, side_by_side
 from lynx.process import StepGuard
 from lynx.records import Pipeline
+from lynx.relay import OutputRelay
 from lynx.summary import summary_lines
 
 # Names other modules take from here.

@@ -302,12 +302,12 @@ def _log_writer(log_file: str | None) -> Callable[[str, str], None]:
         import contextlib
         import time
 
-        from lynx.logs import _line_prefix
+        from lynx.logs import line_prefix
 
         with contextlib.suppress(OSError):
             fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
             try:
-                os.write(fd, (_line_prefix(time.time(), level) + message + "\n").encode("utf-8", "replace"))
+                os.write(fd, (line_prefix(time.time(), level) + message + "\n").encode("utf-8", "replace"))
             finally:
                 os.close(fd)
 

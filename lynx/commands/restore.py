@@ -80,7 +80,8 @@ def _start_again(entry: SchedulerEntry, directory: Path, environ: Mapping[str, s
     """Start the scheduler ``entry`` describes, as it was started; its new PID."""
     import io
 
-    from lynx.commands.start import StartOptions, start
+    from lynx.commands.start import start
+    from lynx.commands.start_request import StartOptions
     from lynx.state import entry_path, read_entry
 
     options: dict[str, Any] = entry.options or {}
@@ -91,9 +92,9 @@ def _start_again(entry: SchedulerEntry, directory: Path, environ: Mapping[str, s
     start_options = StartOptions(
         config_file=config,
         log_file=log_file,
-        log_level=str(options.get("log_level") or "INFO"),
-        log_size=_whole(options.get("log_size"), 2097152),
-        log_backup_count=_whole(options.get("log_backup_count"), 3),
+        log_level=str(options.get("log_level") or StartOptions.log_level),
+        log_size=_whole(options.get("log_size"), StartOptions.log_size),
+        log_backup_count=_whole(options.get("log_backup_count"), StartOptions.log_backup_count),
         non_interactive=True,
         keep_running=options.get("keep_running") is True,
         background=True,

@@ -35,7 +35,8 @@ def retry(
         ConfigError: no such run, an ambiguous id, a run that succeeded, no failed run at all, or a config
             changed since the run (without ``force``); nothing runs (exit 2).
     """
-    from lynx.commands.start import StartOptions, start
+    from lynx.commands.start import start
+    from lynx.commands.start_request import StartOptions
 
     run = find_run(directory or os.getcwd(), run_id, name=name)
     config_file = run.get("config_file")
@@ -54,13 +55,7 @@ def retry(
     stdout.flush()
     options = StartOptions(
         config_file=config_file,
-        log_file=None,
-        log_level="INFO",
-        log_size=2097152,
-        log_backup_count=3,
         non_interactive=non_interactive,
-        keep_running=False,
-        background=False,
         from_=from_,
         until=until,
         only=only,

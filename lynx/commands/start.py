@@ -1,4 +1,5 @@
-"""``lynx start``: check the config, then run the pipeline once, on a schedule, or in the background."""
+"""``lynx start``: check the config, then run the pipeline once or on its schedule, here or as the detached
+scheduler (starting one, for ``-bg``, is :mod:`lynx.commands.background`)."""
 
 from __future__ import annotations
 
@@ -6,59 +7,24 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping, TextIO
 
 from lynx import __version__, dialog
+from lynx.commands.start_request import StartOptions, cancel_left_jobs, check_pipeline_log_file, check_trigger
 from lynx.config import load_pipeline
 from lynx.ending import TERMINATE_GRACE
-from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ConfigError, LynxError, Terminated
+from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
-from lynx.logs import OutputRelay, check_log_file, color_wanted, get_logger, setup_logging
+from lynx.logs import color_wanted, get_logger, setup_logging
 from lynx.process import StepGuard, supervise_steps
 from lynx.records import Pipeline
 from lynx.recovery import RunJournal, recover_lost_runs
+from lynx.relay import OutputRelay
 from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
 
 if TYPE_CHECKING:
     from lynx.selection import Selection
-
-
-@dataclass(frozen=True)
-class StartOptions:
-    config_file: str
-    log_file: str | None
-    log_level: str
-    log_size: int
-    log_backup_count: int
-    non_interactive: bool
-    keep_running: bool
-    background: bool
-    detached: bool = False
-    # The background scheduler's name (default: the config file's name without extension).
-    name: str | None = None
-    # The command line as typed after 'lynx' (kept in a background scheduler's record, shown by 'lynx stop').
-    command_line: tuple[str, ...] = ()
-    # The steps to run (--from, --until, --only: numbers or names) and KEY=VALUE changes to the config.
-    from_: str | None = None
-    until: str | None = None
-    only: tuple[str, ...] = ()
-    overrides: tuple[str, ...] = ()
-    # Set by 'lynx retry': the run this one retries; it runs once, whatever the config's cron section.
-    retry_of: str | None = None
-    # With -bg and no --log-file: ask for one on a terminal (not 'lynx restore', which starts it as it was).
-    ask_log_file: bool = True
-
-    @property
-    def request(self) -> dict[str, Any]:
-        """What the history records of how the run was asked for (only what was given)."""
-        request: dict[str, Any] = {}
-        if self.overrides:
-            request["overrides"] = list(self.overrides)
-        if self.retry_of is not None:
-            request["retry_of"] = self.retry_of
-        return request
 
 
 def start(
@@ -79,9 +45,11 @@ def start(
     selection = _selection(options, pipeline)
     check_launchers(pipeline, environ=environ)
     if options.background:
-        return _start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
+        from lynx.commands.background import start_in_background
+
+        return start_in_background(options, pipeline, stdin=stdin, stdout=stdout, environ=environ)
     if options.log_file:
-        _check_log_file(options.log_file, pipeline)
+        check_pipeline_log_file(options.log_file, pipeline)
     color = color_wanted(stdout, dict(environ))
     log_file = _setup_logging(options, screen=stdout, color=color)
     return _run(
@@ -145,7 +113,7 @@ def _run(
     relay = OutputRelay(output_screen, log_file=log_file)
     _raise_on_termination_signals()
     log = get_logger()
-    _cancel_left_jobs(log.info, log.warning, environ)
+    cancel_left_jobs(log.info, log.warning, environ)
     if watchdog is not None:
         watchdog.adopted()  # before Lynx becomes a subreaper: init, not Lynx, must adopt it
     # What a finished step left running has a relay of its own: its lines never split the next step's.
@@ -230,7 +198,7 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     selection = _selection(options, pipeline)
     check_launchers(pipeline, environ=environ)
     if pipeline.schedule is not None:
-        _check_trigger(pipeline.schedule)
+        check_trigger(pipeline.schedule)
         if entry is not None:
             entry.next_fire = _next_fire(pipeline.schedule)
     # A log file is there once 'lynx start -bg' says it runs (so 'tail -f' can follow it at once), but
@@ -298,21 +266,6 @@ def _last_run(name: str) -> Any:
         return None  # no history to go by: nothing to catch up
 
 
-def _cancel_left_jobs(
-    info: Callable[[str], object], warning: Callable[[str], object], environ: Mapping[str, str]
-) -> None:
-    """SLURM jobs an earlier Lynx here could not end (it was killed, or the controller did not
-    answer) are cancelled now, if SLURM answers; those that may still run are named."""
-    from lynx.history import JOBS_DIR
-
-    if not os.path.isdir(JOBS_DIR):
-        return  # no SLURM job was ever recorded here (and lynx.jobs need not be imported)
-    from lynx.jobs import cancel_left_jobs
-
-    for left in cancel_left_jobs(environ=environ, on_error=warning):
-        (warning if left.outcome == "unanswered" else info)(left.message)
-
-
 def _entry_reporter(name: str | None) -> Any:
     """The reporter that keeps this detached scheduler's ``.lynx/`` entry current, if it has one."""
     from pathlib import Path
@@ -340,20 +293,6 @@ def _next_fire(schedule: Any) -> Any:
     return lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
 
 
-def _check_trigger(schedule: Any) -> None:
-    """The schedule's trigger can be built here (as ``-ni`` and ``validate`` find out).
-
-    Raises:
-        ConfigError: the local time zone cannot be told (a POSIX TZ with DST rules).
-    """
-    from lynx.cron import TimezoneError
-
-    try:
-        schedule.trigger()
-    except TimezoneError as error:
-        raise ConfigError(f"cron: {error}") from None
-
-
 def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
     """The config path; on a terminal, ask for another while the given one does not exist."""
     path = config_file
@@ -365,161 +304,6 @@ def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:
             raise ConfigError(f"the configuration file {path} does not exist")
         path = os.path.expanduser(answer)
     return path
-
-
-def _check_log_file(log_file: str, pipeline: Pipeline) -> None:
-    """A log file that is the config or a step's script (a slip of -lf for -cf) is refused."""
-    protected = {step.path: f"the script of {step.label}" for step in reversed(pipeline.steps)}
-    protected[pipeline.source] = "the config file (did you mean -cf?)"
-    check_log_file(os.path.expanduser(log_file), protected)
-
-
-def _start_in_background(
-    options: StartOptions, pipeline: Pipeline, *, stdin: TextIO, stdout: TextIO, environ: Mapping[str, str]
-) -> int:
-    from pathlib import Path
-
-    from lynx.boot import wait_until_ready
-    from lynx.daemon import start_detached, unstarted
-    from lynx.state import check_name
-
-    if options.name is not None:
-        name = check_name(options.name)
-    else:
-        name = check_name(pipeline.name, what="the config file's name", hint="; name the scheduler with --name NAME")
-    if pipeline.schedule is not None:
-        _check_trigger(pipeline.schedule)
-    _cancel_left_jobs(lambda line: stdout.write(line + "\n"), lambda line: stdout.write(f"Warning: {line}\n"), environ)
-    log_file = options.log_file
-    if log_file is None and options.ask_log_file:
-        # Only a person at a terminal can answer; cron, CI and '< /dev/null' get Enter's answer.
-        if stdin.isatty():
-            log_file = dialog.ask(dialog.LOG_FILE, stdin=stdin, stdout=stdout) or None
-        else:
-            stdout.write("No --log-file and no terminal to ask for one: the output will be discarded.\n")
-    if log_file is not None:
-        _check_log_file(log_file, pipeline)
-        log_file = os.path.abspath(os.path.expanduser(log_file))
-        _check_writable(log_file)
-    directory = Path.cwd()
-    config_file = os.path.abspath(pipeline.source)
-    # A log file inside the project folder is named relative to it: it moves with a renamed folder.
-    log_argument = _within(log_file, directory) if log_file is not None else None
-    arguments = [
-        "start",
-        "--config-file", config_file,
-        "--non-interactive",
-        "--log-level", options.log_level,
-        "--log-size", str(options.log_size),
-        "--log-backup-count", str(options.log_backup_count),
-        "--name", name,
-        "--detached",
-    ]  # fmt: skip
-    if options.keep_running:
-        arguments.append("--keep-running")
-    for option, value in (("--from", options.from_), ("--until", options.until)):
-        if value is not None:
-            arguments += [option, value]
-    for value in options.only:
-        arguments += ["--only", value]
-    if log_argument is not None:
-        arguments += ["--log-file", log_argument]
-    if options.overrides:
-        arguments += ["--", *options.overrides]
-    # What 'lynx restore' needs to start it again exactly (paths relative to the folder when inside it).
-    started_with = {
-        "config_file": _within(config_file, directory),
-        "name": name,
-        "log_file": log_argument,
-        "log_level": options.log_level,
-        "log_size": options.log_size,
-        "log_backup_count": options.log_backup_count,
-        "keep_running": options.keep_running,
-        "from": options.from_,
-        "until": options.until,
-        "only": list(options.only),
-        "overrides": list(options.overrides),
-    }
-    schedule = pipeline.schedule
-    entry, process = start_detached(
-        arguments,
-        directory=directory,
-        name=name,
-        config_file=config_file,
-        log_file=log_file,
-        schedule=_describe_schedule(schedule) if schedule else None,
-        options=started_with,
-        command_line=("lynx", *options.command_line),
-    )
-    ready, said = wait_until_ready(process)
-    if ready is False:
-        unstarted(directory, entry)
-        raise _not_started(name, process.returncode, said)
-    where = f"logging to {log_file}" if log_file else "its output is discarded"
-    stdout.write(
-        f"Lynx is running in the background as '{name}' (PID {entry.pid}); {where}. Stop it with 'lynx stop {name}'.\n"
-    )
-    if ready is None:
-        stdout.write(f"It has not said it is ready yet: see 'lynx status {name}'.\n")
-    stdout.flush()
-    return EXIT_OK
-
-
-def _within(path: str, directory: Any) -> str:
-    """``path`` relative to ``directory`` when it is inside it, else as it is (absolute)."""
-    relative = os.path.relpath(path, directory)
-    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
-
-
-def _not_started(name: str, code: int, said: bytes) -> LynxError:
-    """The error of a scheduler that ended before it was ready: its own ``Error:`` line and exit code."""
-    lines = said.decode("utf-8", "replace").rstrip("\n").splitlines()
-    if lines and lines[-1].startswith("Error: ") and code in (EXIT_FAILED, EXIT_USAGE):
-        for line in lines[:-1]:
-            sys.stderr.write(line + "\n")
-        error = ConfigError(lines[-1][len("Error: ") :]) if code == EXIT_USAGE else LynxError(lines[-1][7:])
-        return error
-    for line in lines:  # a traceback: what the user needs to see why
-        sys.stderr.write(line + "\n")
-    return LynxError(
-        f"the background Lynx '{name}' ended at once (exit code {code}) before it ran anything; nothing was started"
-    )
-
-
-def _check_writable(log_file: str) -> None:
-    """Find out now, while the user is looking, that the log cannot be written, without creating it.
-
-    An existing regular file is opened for appending; a new one is proven possible by a temporary
-    file beside it (a start refused later must not leave an empty log behind). Anything else (a
-    FIFO, a terminal) only has its permission checked: opening a FIFO waits for a reader, and
-    closing it again would end that reader's input.
-    """
-    import stat
-    import tempfile
-
-    try:
-        status: os.stat_result | None = os.stat(log_file)
-    except FileNotFoundError:
-        status = None
-    except OSError as error:
-        raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
-    try:
-        if status is None:
-            fd, temp = tempfile.mkstemp(prefix=".lynx-check.", dir=os.path.dirname(log_file))
-            os.close(fd)
-            os.unlink(temp)
-        elif stat.S_ISREG(status.st_mode):
-            with open(log_file, "a", encoding="utf-8"):
-                pass
-        elif not os.access(log_file, os.W_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as error:
-        raise ConfigError(f"cannot open the log file {log_file}: {error.strerror or error}") from None
-
-
-def _describe_schedule(schedule: Any) -> str:
-    """The schedule as the config wrote it: the crontab line, or the cron fields."""
-    return schedule.crontab or " ".join(f"{key}={value}" for key, value in schedule.fields)
 
 
 def _raise_on_termination_signals() -> None:
