@@ -213,7 +213,11 @@ def started() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(timeout=10)
 
 
-def test_ctrl_c_with_three_steps_running_ends_every_tree(tmp_path: Path, started: list[subprocess.Popen[str]]) -> None:
+def _three_holding_steps(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], Path, list[psutil.Process]]:
+    """Lynx running three steps side by side, each holding a child: Lynx, its output file, and the six
+    processes of the steps' trees."""
     write_script(
         tmp_path,
         "hold.py",
@@ -224,10 +228,7 @@ def test_ctrl_c_with_three_steps_running_ends_every_tree(tmp_path: Path, started
         time.sleep(120)
         """,
     )
-    write_config(
-        tmp_path,
-        "max_parallel: 3\nsteps:\n  - {script: hold.py, name: hold, matrix: {i: [1, 2, 3]}}\n",
-    )
+    write_config(tmp_path, "max_parallel: 3\nsteps:\n  - {script: hold.py, name: hold, matrix: {i: [1, 2, 3]}}\n")
     out = tmp_path / "out.txt"
     with open(out, "w", encoding="utf-8") as handle:
         lynx = subprocess.Popen(
@@ -237,7 +238,13 @@ def test_ctrl_c_with_three_steps_running_ends_every_tree(tmp_path: Path, started
     started.append(lynx)
     wait_for(lambda: out.read_text(encoding="utf-8").count("holding") == 3, timeout=TIMEOUT)
     tree = psutil.Process(lynx.pid).children(recursive=True)
-    assert len(tree) >= 6
+    steps = [each for each in tree if each.name() != "lynx-watchdog"]
+    assert len(steps) >= 6
+    return lynx, out, steps
+
+
+def test_ctrl_c_with_three_steps_running_ends_every_tree(tmp_path: Path, started: list[subprocess.Popen[str]]) -> None:
+    lynx, out, tree = _three_holding_steps(tmp_path, started)
 
     lynx.send_signal(signal.SIGINT)
 
@@ -416,28 +423,7 @@ def test_lynx_killed_with_three_steps_running_leaves_none_of_them(
     tmp_path: Path, started: list[subprocess.Popen[str]]
 ) -> None:
     """The watchdog knows every step that runs side by side: SIGKILL of Lynx ends all three trees."""
-    write_script(
-        tmp_path,
-        "hold.py",
-        """
-        import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-        print(f"holding {child.pid}", flush=True)
-        time.sleep(120)
-        """,
-    )
-    write_config(tmp_path, "max_parallel: 3\nsteps:\n  - {script: hold.py, name: hold, matrix: {i: [1, 2, 3]}}\n")
-    out = tmp_path / "out.txt"
-    with open(out, "w", encoding="utf-8") as handle:
-        lynx = subprocess.Popen(
-            [*lynx_command(), "start", "-ni", "-cf", "config.yaml"],
-            cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
-        )  # fmt: skip
-    started.append(lynx)
-    wait_for(lambda: out.read_text(encoding="utf-8").count("holding") == 3, timeout=TIMEOUT)
-    tree = psutil.Process(lynx.pid).children(recursive=True)
-    steps = [each for each in tree if each.name() != "lynx-watchdog"]
-    assert len(steps) >= 6
+    lynx, _, steps = _three_holding_steps(tmp_path, started)
 
     lynx.kill()
     lynx.wait(timeout=TIMEOUT)

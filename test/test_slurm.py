@@ -65,6 +65,24 @@ def jobs_of(pipeline: str) -> list[str]:
     return [line.split("|", 1)[0] for line in listing.splitlines() if f"|lynx:{pipeline}:" in line]
 
 
+def start_lynx_logging(directory: Path, config: str, log: Path) -> subprocess.Popen[bytes]:
+    """``lynx start -ni -cf config -lf log`` in the background of the test, nothing on its screen."""
+    return subprocess.Popen(
+        [*lynx_command(), "start", "-ni", "-cf", config, "-lf", str(log)],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+    )
+
+
+def job_id_in_log(log: Path) -> str:
+    """The id of the SLURM job Lynx's log file says its step runs as, once it says so."""
+    found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
+    return found.group(1)  # type: ignore[attr-defined]
+
+
 def job_script(directory: Path, name: str, body: str = "") -> Path:
     """A step that records its job id, node, directory and FOO, prints 'started', runs ``body``."""
     body = body.replace("\n", "\n" + " " * 8)  # to the indentation of the text below, which is dedented
@@ -650,17 +668,9 @@ def test_a_job_is_cancelled_when_lynx_is_killed(lynx_dir: Path, pipeline: str) -
     job_script(lynx_dir, "train.py", CHECKPOINT_ON_SIGTERM)
     write_config(lynx_dir, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     log = lynx_dir / "lynx.log"
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
-        cwd=lynx_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=clean_env(),
-    )
+    lynx = start_lynx_logging(lynx_dir, f"{pipeline}.yaml", log)
     try:
-        found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
-        job_id = found.group(1)  # type: ignore[attr-defined]
+        job_id = job_id_in_log(log)
         sruns = [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]
         assert sruns
         lynx.kill()

@@ -24,7 +24,15 @@ import pexpect
 import psutil
 import pytest
 from conftest import clean_env, is_gone, lynx_command, run_lynx, wait_for, write_config
-from test_slurm import HOW_TO_RUN, _cluster_answers, job_records, job_script, jobs_of
+from test_slurm import (
+    HOW_TO_RUN,
+    _cluster_answers,
+    job_id_in_log,
+    job_records,
+    job_script,
+    jobs_of,
+    start_lynx_logging,
+)
 
 STATE = Path(os.environ.get("LYNX_SLURM_DIR", "/tmp/lynx-slurm"))
 READY_TIMEOUT = 90
@@ -136,8 +144,7 @@ def test_lynx_stop_with_the_controller_away_names_the_job_and_the_next_status_ca
     started = run_lynx("start", "-bg", "-cf", f"{pipeline}.yaml", "-lf", "lynx.log", cwd=lynx_dir)
     assert started.returncode == 0, started.stdout + started.stderr
     log = lynx_dir / "lynx.log"
-    found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
-    job_id = found.group(1)  # type: ignore[attr-defined]
+    job_id = job_id_in_log(log)
     scheduler = psutil.Process(json.loads((lynx_dir / ".lynx_pid.json").read_text())["pid"])
     controller.stop()
     try:
@@ -217,17 +224,9 @@ def test_a_job_lynx_was_killed_from_with_the_controller_away_is_recorded_and_can
     job_script(lynx_dir, "train.py", "time.sleep(600)")
     write_config(lynx_dir, "steps:\n  - script: train.py\n    slurm: {}\n", name=f"{pipeline}.yaml")
     log = lynx_dir / "lynx.log"
-    lynx = subprocess.Popen(
-        [*lynx_command(), "start", "-ni", "-cf", f"{pipeline}.yaml", "-lf", str(log)],
-        cwd=lynx_dir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=clean_env(),
-    )
+    lynx = start_lynx_logging(lynx_dir, f"{pipeline}.yaml", log)
     try:
-        found = wait_for(lambda: log.exists() and re.search(r"runs as SLURM job (\d+)", log.read_text()), timeout=60)
-        job_id = found.group(1)  # type: ignore[attr-defined]
+        job_id = job_id_in_log(log)
         sruns = [each for each in psutil.Process(lynx.pid).children(recursive=True) if each.name() == "srun"]
         controller.stop()
         try:
