@@ -294,6 +294,15 @@ def test_a_script_found_nowhere_is_an_error_naming_the_step_and_both_places(tmp_
     assert raised.value.exit_code == 2
 
 
+def test_a_missing_script_beside_a_config_in_the_working_directory_names_one_place(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "steps:\n  - script: missing.py\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_pipeline(config, cwd=str(tmp_path))
+
+    assert raised.value.format_message().endswith(f"script not found (looked in {tmp_path / 'missing.py'})")
+
+
 def test_a_directory_is_not_a_script(tmp_path: Path) -> None:
     (tmp_path / "folder.py").mkdir()
     with pytest.raises(ConfigError, match=r"step 1 \(folder\.py\): script not found"):

@@ -407,5 +407,6 @@ class _ScriptLookup:
         beside_config = os.path.join(self.config_dir, path)
         if os.path.isfile(beside_config):
             return beside_config
-        looked = f"{os.path.join(self.cwd, path)} and {os.path.abspath(beside_config)}"
+        here, there = os.path.join(self.cwd, path), os.path.abspath(beside_config)
+        looked = here if here == there else f"{here} and {there}"  # the config in the working directory: once
         raise ConfigError(f"{where}: script not found (looked in {looked})")
