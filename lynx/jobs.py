@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from lynx.children import boot_id, process_start
 from lynx.history import JOBS_DIR
+from lynx.schema import parse_json
+from lynx.statefiles import read_bounded, replace_atomically
 
 # A record is a few hundred bytes: anything much larger is not one.
 MAX_RECORD = 64 * 1024
@@ -109,8 +111,6 @@ class JobRegistry:
 
     def submitted(self, *, job_name: str, tag: str, pipeline: str, step: str, env: Mapping[str, str]) -> JobRecord:
         """Record a job as it is submitted (before SLURM has given it an id)."""
-        from datetime import datetime
-
         pid = os.getpid()
         record = JobRecord(
             job_name=job_name,
@@ -122,7 +122,7 @@ class JobRegistry:
             owner_pid=pid,
             owner_start=process_start(pid),
             boot_id=boot_id(),
-            submitted_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+            submitted_at=now_stamp(),
             slurm_conf=env.get("SLURM_CONF"),
             path=os.path.join(self.directory, JOBS_DIR, tag.rsplit(" ", 1)[-1] + ".json"),
         )
@@ -159,23 +159,10 @@ def write_record(record: JobRecord, *, make_folder: bool = False) -> None:
     from lynx.history import to_json  # the history's own JSON writer: the json package costs a millisecond
 
     assert record.path is not None
-    folder, name = os.path.split(record.path)
     if make_folder:
-        os.makedirs(folder or ".", exist_ok=True)
-    temp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        os.makedirs(os.path.dirname(record.path) or ".", exist_ok=True)
     data = (to_json({key: getattr(record, key) for key in _KEYS}) + "\n").encode("utf-8")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    try:
-        try:
-            if os.write(fd, data) != len(data):
-                raise OSError(28, "the record was only partly written (is the disk full?)")
-        finally:
-            os.close(fd)
-        os.replace(temp, record.path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    replace_atomically(record.path, data, durable=False)
 
 
 def remove(record: JobRecord) -> None:
@@ -209,7 +196,7 @@ def read_records(directory: str = "", *, on_error: Callable[[str], object]) -> l
         except FileNotFoundError:
             pass  # ended meanwhile
         except (OSError, ValueError) as error:
-            on_error(f"{path}: not a Lynx job record ({error}); it is left alone")
+            on_error(f"{path}: not a Lynx job record ({getattr(error, 'strerror', None) or error}); it is left alone")
     return records
 
 
@@ -219,21 +206,9 @@ def read_record(path: str) -> JobRecord:
     Raises:
         ValueError: it is not a record; OSError: it cannot be read.
     """
-    import json
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        data = os.read(fd, MAX_RECORD + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_RECORD:
-        raise ValueError(f"larger than {MAX_RECORD} bytes")
-    try:
-        values = json.loads(data)
-    except (ValueError, RecursionError) as error:
+        values = parse_json(read_bounded(path, MAX_RECORD))
+    except ValueError as error:
         raise ValueError(f"not JSON: {error}") from None
     if not isinstance(values, dict):
         raise ValueError("not a JSON object")
@@ -345,10 +320,19 @@ def _cancel_left(record: JobRecord, environ: Mapping[str, str]) -> LeftJob:
 
 
 def _still_running(record: JobRecord, why: str) -> str:
-    return (
-        f"{record.what} may still be running: {why}. Lynx cancels it at the next 'lynx start', "
-        f"'lynx status' or 'lynx stop' here once SLURM answers; or {record.cancel_hint}."
-    )
+    return f"{record.what} may still be running: {why}. {cancelled_later(record.cancel_hint)}"
+
+
+def cancelled_later(hint: str) -> str:
+    """How a job that may still run gets cancelled: by the next 'lynx' command here, or by hand (``hint``)."""
+    return f"Lynx cancels it at the next 'lynx start', 'lynx status' or 'lynx stop' here once SLURM answers; or {hint}."
+
+
+def now_stamp() -> str:
+    """The local time, as records keep it."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def slurm_env(record: JobRecord, environ: Mapping[str, str]) -> dict[str, str]:
@@ -371,10 +355,15 @@ def controller_down(env: Mapping[str, str]) -> str | None:
         return f"cannot run scontrol: {error.strerror or error}"
     except subprocess.TimeoutExpired:
         return "scontrol ping timed out"
-    if answer.returncode != 0 or "DOWN" in answer.stdout:
-        # 'Slurmctld(primary) at HOST is DOWN' (then a banner), or why scontrol could not ask.
-        said = [line.strip() for line in (answer.stdout + answer.stderr).splitlines() if line.strip()]
-        return f"scontrol ping: {said[0] if said else f'exit code {answer.returncode}'}"
+    return ping_problem(answer.returncode, answer.stdout, answer.stderr)
+
+
+def ping_problem(returncode: int, out: str, err: str) -> str | None:
+    """What ``scontrol ping``'s answer says is wrong with the controller, or None when it is up."""
+    if returncode != 0 or "DOWN" in out:
+        # 'Slurmctld(primary) at HOST is DOWN' (then a banner of asterisks), or why scontrol could not ask.
+        said = [line.strip() for line in (out + err).splitlines() if line.strip()]
+        return f"scontrol ping: {said[0] if said else f'exit code {returncode}'}"
     return None
 
 

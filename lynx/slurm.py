@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from lynx.ending import describe_interruption, forwarded_signal
-from lynx.jobs import ACTIVE_STATES, JobRegistry, cancel_left_jobs, has_records
+from lynx.jobs import ACTIVE_STATES, JobRegistry, cancel_left_jobs
 from lynx.logs import get_logger
 from lynx.process import StepExit, StepGuard, run_step
 from lynx.slurm_job import UNANSWERED, SlurmJob
@@ -87,10 +87,9 @@ def run_job(
     """
     env = step.environment(environ)
     command = srun_command(step, pipeline=pipeline, python=python)
-    if has_records():
-        # A scheduler that runs for weeks tidies up before each job, not only at the next 'lynx' command.
-        for left in cancel_left_jobs(environ=environ, on_error=log.warning):
-            (log.info if left.outcome != "unanswered" else log.warning)(left.message)
+    # A scheduler that runs for weeks tidies up before each job, not only at the next 'lynx' command.
+    for left in cancel_left_jobs(environ=environ, on_error=log.warning):
+        (log.info if left.outcome != "unanswered" else log.warning)(left.message)
     registry = JobRegistry(scheduler=guard.scheduler, warn=log.warning)
     job = SlurmJob(step.label, job_name(step, pipeline), env, registry=registry, pipeline=pipeline)
     command.insert(1, f"--comment={job.tag}")

@@ -10,13 +10,12 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from lynx.errors import ConfigError
+from lynx.jobs import COMMAND_TIMEOUT, ping_problem
 
 if TYPE_CHECKING:
     from lynx.records import Pipeline, Step
 
 COMMANDS = ("srun", "squeue", "scancel", "scontrol")
-# How long SLURM commands may take before the cluster counts as not answering.
-COMMAND_TIMEOUT = 15.0
 
 
 def check_cluster(
@@ -95,11 +94,7 @@ def _controller_down(ping: subprocess.Popen[str], deadline: float) -> str | None
         out, err = ping.communicate(timeout=max(deadline - time.monotonic(), 0.01))
     except subprocess.TimeoutExpired:
         return "scontrol ping timed out"
-    if ping.returncode != 0 or "DOWN" in out:
-        # 'Slurmctld(primary) at HOST is DOWN' (then a banner of asterisks), or why scontrol could not ask.
-        said = [line.strip() for line in (out + err).splitlines() if line.strip()]
-        return f"scontrol ping: {said[0] if said else f'exit code {ping.returncode}'}"
-    return None
+    return ping_problem(ping.returncode, out, err)
 
 
 def _answer(popen: subprocess.Popen[str], deadline: float) -> tuple[bool, str]:

@@ -22,12 +22,18 @@ from typing import Mapping
 
 from lynx.children import released, spawn
 from lynx.ending import signals_deferred
-from lynx.jobs import ACTIVE_STATES, JobRecord, JobRegistry, controller_down
+from lynx.jobs import (
+    ACTIVE_STATES,
+    COMMAND_TIMEOUT,
+    JobRecord,
+    JobRegistry,
+    cancelled_later,
+    controller_down,
+    now_stamp,
+)
 from lynx.logs import get_logger
 from lynx.process import StepGuard
 
-# How long SLURM commands may take before the cluster counts as not answering.
-COMMAND_TIMEOUT = 15.0
 # How long to wait for a cancelled job to end (SIGTERM, then SIGKILL after the guard's grace).
 CANCEL_WAIT = 60.0
 # A SLURM command still waiting after this long may be waiting for a controller that does not answer.
@@ -259,20 +265,16 @@ class SlurmJob:
     def abandon(self, reason: str, why: str) -> None:
         """Lynx stops trying to end the job: say which job may still run and how to cancel it, and
         leave its record for the next 'lynx' command here."""
-        from datetime import datetime
-
         self.abandoned = True
         record = self.record
         what = record.what if record is not None else f"SLURM job {self.job_id or '?'}"
         hint = record.cancel_hint if record is not None else f"cancel it with 'scancel {self.job_id}'"
         log.error(
             f"{self.label} {reason}: gave up waiting for the SLURM controller ({why}): {what} may still be "
-            f"running. Lynx cancels it at the next 'lynx start', 'lynx status' or 'lynx stop' here once the "
-            f"controller answers; or {hint}."
+            f"running. {cancelled_later(hint)}"
         )
         if self.registry is not None and record is not None:
-            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-            self.record = self.registry.update(record, abandoned_at=stamp, why=f"{reason}: {why}")
+            self.record = self.registry.update(record, abandoned_at=now_stamp(), why=f"{reason}: {why}")
 
     def close(self, srun_exit: int | None) -> None:
         """Forget the job's record once SLURM has said it ended, or srun returned by itself (which it
@@ -282,14 +284,9 @@ class SlurmJob:
         if self.ended or (srun_exit is not None and srun_exit >= 0):
             self.registry.forget(self.record)
             return
-        from datetime import datetime
-
-        stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-        self.record = self.registry.update(self.record, abandoned_at=stamp, why="SLURM did not say that it ended")
-        log.warning(
-            f"{self.record.what} may still be running (SLURM did not say that it ended): Lynx cancels it at the "
-            f"next 'lynx start', 'lynx status' or 'lynx stop' here; or {self.record.cancel_hint}."
-        )
+        why = "SLURM did not say that it ended"
+        self.record = self.registry.update(self.record, abandoned_at=now_stamp(), why=why)
+        log.warning(f"{self.record.what} may still be running ({why}). {cancelled_later(self.record.cancel_hint)}")
 
     def _signalled(self, signum: int) -> None:
         """A signal arrived while the job is ended: the first one started the ending, so this is a second."""
