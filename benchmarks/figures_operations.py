@@ -49,7 +49,8 @@ directory, config, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 from lynx.config import load_pipeline
 from lynx.relay import OutputRelay
 from lynx.process import StepGuard
-from lynx.runner import combine_reporters, run_pipeline, stop_on_failure
+from lynx.outcome import combine_reporters
+from lynx.runner import run_pipeline, stop_on_failure
 
 class Recorder:
     def __init__(self):

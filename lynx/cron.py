@@ -200,3 +200,18 @@ def describe(when: datetime) -> str:
     # A time in the hour skipped when clocks go forward is shown as the time it really fires at.
     shown = when.astimezone(timezone.utc).astimezone(when.tzinfo)
     return shown.strftime("%a %Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def trigger_of(schedule: Any) -> Any:
+    """``schedule.trigger()`` (a :class:`lynx.records.Schedule`'s), with a local time zone that cannot be
+    told said as the config error it is, as ``lynx start`` (every way) and ``lynx validate`` say it.
+
+    Raises:
+        ConfigError: the local time zone cannot be told (a POSIX TZ with DST rules).
+    """
+    from lynx.errors import ConfigError
+
+    try:
+        return schedule.trigger()
+    except TimezoneError as error:
+        raise ConfigError(f"cron: {error}") from None

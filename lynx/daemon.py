@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from lynx import state, statefiles
 from lynx.boot import boot_command, is_boot
+from lynx.children import boot_id, process_start
 from lynx.errors import LynxError
 from lynx.state import SchedulerEntry
 
@@ -161,17 +162,10 @@ def _same_record(one: SchedulerEntry, other: SchedulerEntry) -> bool:
 
 
 def kernel_start(pid: int) -> tuple[int, str] | None:
-    """The process's start in clock ticks since boot (``/proc/PID/stat`` field 22) and the boot's id:
-    an identity no clock change can move. None where there is no ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            boot_id = handle.read().strip()
-        # Fields after the command name (which may hold spaces and parentheses) start at field 3.
-        return int(stat[stat.rindex(b")") + 2 :].split()[19]), boot_id
-    except (OSError, ValueError, IndexError):
-        return None
+    """The process's start in clock ticks since boot and the boot's id: an identity no clock change
+    can move. None where there is no ``/proc``."""
+    start, boot = process_start(pid), boot_id()
+    return (start, boot) if start is not None and boot is not None else None
 
 
 def liveness(entry: SchedulerEntry, directory: Path) -> tuple[Liveness, Any]:

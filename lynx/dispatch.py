@@ -12,7 +12,7 @@ import threading
 from typing import Callable, Sequence
 
 from lynx.ending import signals_deferred
-from lynx.plan import Plan
+from lynx.plan import Plan, side_by_side
 
 # What run_one says of a step; and what the dispatcher says of those it did not run.
 OK = "ok"
@@ -115,7 +115,7 @@ def dispatch(
             finish_groups()
 
     finish_groups()
-    if limit <= 1 or plan.chain:
+    if not side_by_side(plan, limit):
         while ready and not halted and not stopping():
             index = pop(ready)
             record(index, run_one(index))

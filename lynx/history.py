@@ -141,10 +141,14 @@ def recorder_for(
     environ: Mapping[str, str] = os.environ,
     request: Mapping[str, Any] | None = None,
 ) -> HistoryRecorder:
-    """The history recorder of ``directory``; LYNX_HISTORY_MAX_BYTES (a number of bytes) changes the rotation size."""
+    """The history recorder of ``directory``, rotating at :func:`max_bytes`."""
+    return HistoryRecorder(directory, config_file, name, max_bytes(environ), request)
+
+
+def max_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """The size at which the history rotates: LYNX_HISTORY_MAX_BYTES (a number of bytes), else MAX_BYTES."""
     text = environ.get(MAX_BYTES_VARIABLE, "")
-    max_bytes = int(text) if text.isdigit() else MAX_BYTES
-    return HistoryRecorder(directory, config_file, name, max_bytes, request)
+    return int(text) if text.isdigit() else MAX_BYTES
 
 
 def append_line(path: str, line: bytes, max_bytes: int = MAX_BYTES) -> None:

@@ -83,7 +83,7 @@ class RunResult:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     duration_s: float = 0.0
-    # The steps that ran, in order.
+    # The steps that ran and those skipped (not selected, or needing one that failed), in config order.
     steps: tuple[StepRecord, ...] = field(default=())
 
     @property
@@ -115,8 +115,9 @@ def signal_name(number: int) -> str:
 class RunReporter(Protocol):
     """Told about a run as it goes (the run history, a background scheduler's entry).
 
-    Called from the thread that runs the pipeline; a reporter must not block it. Subclass it
-    for no-op defaults, or just provide the four methods.
+    Called from the thread that runs the pipeline, and, when steps run side by side, from each step's
+    own thread, one call at a time (:class:`Serialized`); a reporter must not block. Subclass it for
+    no-op defaults, or just provide the four methods.
     """
 
     def run_started(self, run_id: str, started_at: datetime) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from lynx.children import boot_id, process_start
-from lynx.history import append_line, history_path, read_runs, step_record, to_json
+from lynx.history import append_line, history_path, max_bytes, read_runs, step_record, to_json
 from lynx.statefiles import STATE_DIR, check_owner, open_regular
 
 RUNNING_DIR = "running"
@@ -147,6 +147,7 @@ def recover_lost_runs(directory: str, *, environ: Mapping[str, str] = os.environ
     except OSError:
         return []
     recovered = []
+    rotate_at = max_bytes(environ)
     for name in sorted(names):
         path = os.path.join(folder, name)
         journal = _read(path)
@@ -163,8 +164,7 @@ def recover_lost_runs(directory: str, *, environ: Mapping[str, str] = os.environ
             run_id = record.get("run_id")
             if isinstance(run_id, str) and not read_runs(directory, limit=1, run_id=run_id):
                 line = (to_json(record) + "\n").encode()
-                text = environ.get("LYNX_HISTORY_MAX_BYTES", "")
-                append_line(history_path(directory), line, *((int(text),) if text.isdigit() else ()))
+                append_line(history_path(directory), line, rotate_at)
                 recovered.append(record)
         except OSError:
             with contextlib.suppress(OSError):

@@ -15,13 +15,11 @@ from lynx.launch import launch
 from lynx.logs import get_logger
 from lynx.outcome import (
     Decision,
-    Reporters,
     RunReporter,
     RunResult,
     Serialized,
     StepRecord,
     StepResult,
-    combine_reporters,
     new_run_id,
 )
 from lynx.plan import make_plan, parallel_limit, side_by_side
@@ -29,19 +27,6 @@ from lynx.process import StepGuard
 from lynx.records import Pipeline
 from lynx.relay import OutputRelay
 from lynx.summary import summary_lines
-
-# Names other modules take from here.
-__all__ = [
-    "Decision",
-    "Reporters",
-    "RunReporter",
-    "RunResult",
-    "StepRecord",
-    "StepResult",
-    "combine_reporters",
-    "run_pipeline",
-    "stop_on_failure",
-]
 
 if TYPE_CHECKING:
     from lynx.selection import Selection
@@ -169,12 +154,8 @@ def _run_steps(
         log.error(f"The run failed: {labels} failed (continue_on_error let it go on).", extra={"color": "red"})
         return RunResult(failed=failures[0])
     count = sum(chosen)
-    if selection is not None:
-        log.info(
-            f"All {count} selected step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"}
-        )
-    else:
-        log.info(f"All {count} step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"})
+    selected = " selected" if selection is not None else ""
+    log.info(f"All {count}{selected} step{'s' if count != 1 else ''} completed successfully.", extra={"color": "green"})
     return RunResult()
 
 

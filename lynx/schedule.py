@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from lynx.ending import describe_interruption, forwarded_signal
-from lynx.errors import ConfigError
 from lynx.logs import get_logger
 from lynx.outcome import RunResult
 from lynx.process import StepGuard
@@ -59,13 +58,10 @@ def run_on_schedule(
     """
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 
-    from lynx.cron import TimezoneError, describe
+    from lynx.cron import describe, trigger_of
 
     log = get_logger()
-    try:
-        trigger = schedule.trigger()
-    except TimezoneError as error:
-        raise ConfigError(f"cron: {error}") from None
+    trigger = trigger_of(schedule)
     watch = WallClockWatch()
     scheduler = _scheduler_class()(lambda: clock_went_back(watch.went_back()), timezone=trigger.timezone)
     grace = schedule.misfire_grace_time

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from lynx.errors import ConfigError
 from lynx.records import Pipeline
@@ -92,3 +92,8 @@ def _known(pipeline: Pipeline) -> str:
         if step.number not in seen:
             seen[step.number] = step.group_title
     return ", ".join(f"{number} ({title})" for number, title in seen.items())
+
+
+def step_ref(value: Any) -> str | None:
+    """A ``--from``/``--until`` value as a record kept it (a step's number or name), else None."""
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None

@@ -34,7 +34,7 @@ def state_dir(directory: str | os.PathLike[str]) -> str:
     return os.path.normpath(os.path.join(os.fspath(directory), STATE_DIR))
 
 
-def check_owner(directory: str | os.PathLike[str], *, uid: int | None = None) -> None:
+def check_owner(directory: str | os.PathLike[str]) -> None:
     """Refuse the ``.lynx/`` of ``directory`` if someone else controls it (no ``.lynx/`` yet: fine).
 
     Raises:
@@ -45,8 +45,7 @@ def check_owner(directory: str | os.PathLike[str], *, uid: int | None = None) ->
         status = os.stat(folder)
     except OSError:
         return  # not there (it will be yours), or unusable: opening a file in it says why
-    uid = os.getuid() if uid is None else uid
-    if status.st_uid in (uid, 0) or _shared_with_you(status):
+    if status.st_uid in (os.getuid(), 0) or _shared_with_you(status):
         return
     raise StateFileError(
         errno.EPERM,

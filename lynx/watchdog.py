@@ -242,8 +242,8 @@ def _detach(keep: int) -> None:
 
 
 def _retitle(title: str) -> None:
-    """Name the watchdog in ps, psutil and /proc: it must not pass for a copy of Lynx (a forked
-    process keeps the command line it was started with: here Lynx's, a scheduler's '--detached').
+    """Name the watchdog in ps, psutil and /proc: ``lynx-watchdog``, not ``python -I -S -c <its boot>``
+    (which names neither what it is nor whose it is).
 
     The command line is the memory between ``arg_start`` and ``arg_end`` (/proc/self/stat): it is
     overwritten through /proc/self/mem, the title then a NUL (where /proc stops reading).
@@ -328,8 +328,7 @@ def _after_death(
         def emit(self, record: logging.LogRecord) -> None:
             say(record.levelname, record.getMessage())
 
-    # What the SLURM code logs goes to the log file too (Lynx's own handlers, if it had set them up
-    # before the fork, wrote to files now closed).
+    # What the SLURM code logs goes to the log file too, through the watchdog's one writer.
     logger = logging.getLogger("lynx")
     logger.handlers = [ToLogFile()]
     logger.setLevel(logging.INFO)

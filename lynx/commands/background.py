@@ -8,7 +8,7 @@ import sys
 from typing import Any, Mapping, TextIO
 
 from lynx import dialog
-from lynx.commands.start_request import StartOptions, cancel_left_jobs, check_pipeline_log_file, check_trigger
+from lynx.commands.start_request import StartOptions, cancel_left_jobs, check_pipeline_log_file
 from lynx.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, LynxError
 from lynx.records import Pipeline
 
@@ -28,7 +28,9 @@ def start_in_background(
     else:
         name = check_name(pipeline.name, what="the config file's name", hint="; name the scheduler with --name NAME")
     if pipeline.schedule is not None:
-        check_trigger(pipeline.schedule)
+        from lynx.cron import trigger_of
+
+        trigger_of(pipeline.schedule)
     cancel_left_jobs(lambda line: stdout.write(line + "\n"), lambda line: stdout.write(f"Warning: {line}\n"), environ)
     log_file = options.log_file
     if log_file is None and options.ask_log_file:

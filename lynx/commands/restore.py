@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence, TextIO
 from lynx import daemon
 from lynx.daemon import Liveness
 from lynx.errors import EXIT_FAILED, EXIT_OK, ConfigError, LynxError
+from lynx.selection import step_ref
 from lynx.state import SchedulerEntry
 
 
@@ -24,7 +25,6 @@ def restore(
     names: Sequence[str],
     *,
     all_: bool = False,
-    directory: Path | None = None,
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
     environ: Mapping[str, str] = os.environ,
@@ -32,7 +32,7 @@ def restore(
     """Run ``lynx restore`` and return its exit code: 1 if any scheduler asked for could not be restored."""
     from lynx.recovery import recover_lost_runs
 
-    directory = directory or Path.cwd()
+    directory = Path.cwd()  # where 'lynx start' starts them
     recover_lost_runs(str(directory))  # the runs the dead schedulers left, before new ones start
 
     def warn(message: str) -> None:
@@ -99,8 +99,8 @@ def _start_again(entry: SchedulerEntry, directory: Path, environ: Mapping[str, s
         keep_running=options.get("keep_running") is True,
         background=True,
         name=entry.name,
-        from_=_text(options.get("from")),
-        until=_text(options.get("until")),
+        from_=step_ref(options.get("from")),
+        until=step_ref(options.get("until")),
         only=tuple(str(each) for each in options.get("only") or ()),
         overrides=tuple(str(each) for each in options.get("overrides") or ()),
         command_line=tuple(entry.command_line[1:]) if entry.command_line else (),
@@ -123,7 +123,3 @@ def _path(value: Any, directory: Path) -> str | None:
 
 def _whole(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None

@@ -106,14 +106,14 @@ def _from_first_failure(
     """The --from, --until and --only of the retry: the run's own, starting at its first step that did not
     succeed (a step none of whose attempts ended ok, or that it never reached)."""
     from lynx.config import load_pipeline
-    from lynx.selection import select_steps
+    from lynx.selection import select_steps, step_ref
 
     pipeline = load_pipeline(config_file, overrides=overrides)
     only = tuple(str(each) for each in selection.get("only") or ())
     chosen = select_steps(
         pipeline,
-        from_=_text(selection.get("from")),
-        until=_text(selection.get("until")),
+        from_=step_ref(selection.get("from")),
+        until=step_ref(selection.get("until")),
         only=only,
     )
     wanted = sorted(chosen.numbers) if chosen is not None else sorted({step.number for step in pipeline.steps})
@@ -127,8 +127,4 @@ def _from_first_failure(
         raise ConfigError(f"run {run['run_id']} ran every selected step to success: there is nothing to retry")
     if only:
         return None, None, tuple(str(number) for number in wanted if number >= first)
-    return str(first), _text(selection.get("until")), ()
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    return str(first), step_ref(selection.get("until")), ()

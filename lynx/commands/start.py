@@ -10,18 +10,19 @@ import sys
 from typing import TYPE_CHECKING, Any, BinaryIO, Mapping, TextIO
 
 from lynx import __version__, dialog
-from lynx.commands.start_request import StartOptions, cancel_left_jobs, check_pipeline_log_file, check_trigger
+from lynx.commands.start_request import StartOptions, cancel_left_jobs, check_pipeline_log_file
 from lynx.config import load_pipeline
 from lynx.ending import TERMINATE_GRACE
 from lynx.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, LynxError, Terminated
 from lynx.history import recorder_for
 from lynx.launch import check_launchers
 from lynx.logs import color_wanted, get_logger, setup_logging
+from lynx.outcome import RunResult, combine_reporters
 from lynx.process import StepGuard, supervise_steps
 from lynx.records import Pipeline
 from lynx.recovery import RunJournal, recover_lost_runs
 from lynx.relay import OutputRelay
-from lynx.runner import RunResult, combine_reporters, run_pipeline, stop_on_failure
+from lynx.runner import run_pipeline, stop_on_failure
 
 if TYPE_CHECKING:
     from lynx.selection import Selection
@@ -198,9 +199,11 @@ def _run_detached(options: StartOptions, *, stdin: TextIO, stdout: TextIO, envir
     selection = _selection(options, pipeline)
     check_launchers(pipeline, environ=environ)
     if pipeline.schedule is not None:
-        check_trigger(pipeline.schedule)
+        from lynx.cron import trigger_of
+
+        trigger = trigger_of(pipeline.schedule)
         if entry is not None:
-            entry.next_fire = _next_fire(pipeline.schedule)
+            entry.next_fire = lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
     # A log file is there once 'lynx start -bg' says it runs (so 'tail -f' can follow it at once), but
     # a FIFO is opened after: it waits for a reader, who may come only once 'lynx start -bg' returned.
     log_file = None if _is_fifo(options.log_file) else _setup_logging(options, screen=None, color=False)
@@ -282,15 +285,6 @@ def _entry_reporter(name: str | None) -> Any:
         return None
     # Relative: the entry follows the working directory if the project folder is renamed.
     return EntryReporter(entry, Path("."), warn=get_logger().warning)
-
-
-def _next_fire(schedule: Any) -> Any:
-    """The schedule's next fire time after a given time (None if the trigger cannot be built)."""
-    try:
-        trigger = schedule.trigger()
-    except Exception:  # the schedule itself reports what is wrong with it
-        return None
-    return lambda now: trigger.get_next_fire_time(None, now.astimezone(trigger.timezone))
 
 
 def _existing_config(config_file: str, *, stdin: TextIO, stdout: TextIO) -> str:

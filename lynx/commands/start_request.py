@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from lynx.errors import ConfigError
 from lynx.logs import check_log_file
-from lynx.records import Pipeline, Schedule
+from lynx.records import Pipeline
 
 
 @dataclass(frozen=True)
@@ -64,20 +63,6 @@ def cancel_left_jobs(
 
     for left in cancel(environ=environ, on_error=warning):
         (warning if left.outcome == "unanswered" else info)(left.message)
-
-
-def check_trigger(schedule: Schedule) -> None:
-    """The schedule's trigger can be built here (as ``-ni`` and ``validate`` find out).
-
-    Raises:
-        ConfigError: the local time zone cannot be told (a POSIX TZ with DST rules).
-    """
-    from lynx.cron import TimezoneError
-
-    try:
-        schedule.trigger()
-    except TimezoneError as error:
-        raise ConfigError(f"cron: {error}") from None
 
 
 def check_pipeline_log_file(log_file: str, pipeline: Pipeline) -> None:

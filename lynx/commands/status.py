@@ -90,10 +90,8 @@ def _cancel_left_jobs(directory: Path, stderr: TextIO) -> None:
             stderr.write(left.message + "\n")
 
 
-def describe(entry: SchedulerEntry, now: datetime, living: Liveness | None = None) -> dict[str, Any]:
-    """One scheduler as ``status --json`` shows it."""
-    if living is None:
-        living = daemon.liveness(entry, Path.cwd())[0]
+def describe(entry: SchedulerEntry, now: datetime, living: Liveness) -> dict[str, Any]:
+    """One scheduler as ``status --json`` shows it, ``living`` as :func:`lynx.daemon.liveness` found it."""
     # A process that cannot be looked at (another user's) may well be alive.
     alive = living in (Liveness.ALIVE, Liveness.UNKNOWN)
     if entry.ended is not None:

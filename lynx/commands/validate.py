@@ -183,12 +183,9 @@ def _schedule_lines(schedule: Schedule, now: datetime | None) -> list[str]:
     Raises:
         ConfigError: it has no ``timezone`` and TZ names none (as ``lynx start -ni`` says).
     """
-    from lynx.cron import TimezoneError
+    from lynx.cron import trigger_of
 
-    try:
-        trigger = schedule.trigger()
-    except TimezoneError as error:
-        raise ConfigError(f"cron: {error}") from None
+    trigger = trigger_of(schedule)
     fields = list(schedule.fields)
     if schedule.crontab is not None:
         from lynx.cron import crontab_fields

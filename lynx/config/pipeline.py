@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping
 
-from lynx.config.steps import StepContext, build_step
+from lynx.config.steps import PIPELINE_KEYS, StepContext, build_step
 from lynx.config.values import kind_of, shown, unknown_key
 from lynx.errors import ConfigError
 from lynx.records import Pipeline, Step
@@ -102,7 +102,7 @@ def _parallel_steps(raw_steps: list[Any], context: StepContext, source: str, mat
 
 
 def _parallel_keys(raw: Any) -> bool:
-    return isinstance(raw, dict) and ("needs" in raw or "matrix" in raw)
+    return isinstance(raw, dict) and any(key in raw for key in PIPELINE_KEYS)
 
 
 def _max_parallel(value: Any, source: str) -> int | None:

@@ -15,7 +15,7 @@ from lynx.notify.tail import cut
 from lynx.outcome import signal_name
 
 if TYPE_CHECKING:
-    from lynx.runner import RunResult
+    from lynx.outcome import RunResult
 
 # A run's end as an event: the run's result -> the event.
 END_EVENTS = {"ok": "success", "failed": "failure", "interrupted": "interrupted"}

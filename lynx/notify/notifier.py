@@ -24,8 +24,8 @@ from lynx.errors import Terminated
 from lynx.notify.delivery import Context, NotifyError, scrub, secrets_of
 from lynx.notify.event import END_EVENTS, Event, build_event
 from lynx.notify.tail import LogTail, TailSink, capture_log
+from lynx.outcome import RunResult, StepRecord, new_run_id
 from lynx.records import Step
-from lynx.runner import RunResult, StepRecord, new_run_id
 
 SENDERS = {
     "command": "lynx.notify.command",
@@ -73,7 +73,7 @@ class _Delivery(threading.Thread):
 
 
 class Notifier:
-    """Tells the ``channels`` about each run's start and end (see :class:`lynx.runner.RunReporter`).
+    """Tells the ``channels`` about each run's start and end (see :class:`lynx.outcome.RunReporter`).
 
     Args:
         channels: the config's ``notify`` items.
