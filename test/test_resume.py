@@ -364,6 +364,37 @@ def test_a_bad_override_is_one_error_and_nothing_runs(tmp_path: Path, override: 
     assert ran(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+steps.train.timeout=abc", "step 2 (step.py): 'timeout' must be a number of seconds"),
+        (
+            "steps.nope.timeout=5",
+            "override 'steps.nope.timeout=5': no step is named 'nope' "
+            "(steps count from 1; named steps: 'prep', 'train')",
+        ),
+        (
+            "steps.prep.timeout=5",
+            "override 'steps.prep.timeout=5': several steps are named 'prep': give the step's number",
+        ),
+    ],
+)
+def test_an_override_finds_a_step_by_its_name(tmp_path: Path, override: str, message: str) -> None:
+    marker_step(tmp_path, "step.py")
+    write_default_config(
+        tmp_path,
+        "steps:\n  - {script: step.py, name: prep}\n  - {script: step.py, name: train}\n"
+        "  - {script: step.py, name: prep}\n",
+    )
+
+    result = run_lynx("start", "-ni", override, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert ran(tmp_path) == []
+
+
 def test_a_background_scheduler_keeps_its_slice_and_overrides(lynx_dir: Path) -> None:
     write_script(
         lynx_dir,
