@@ -40,6 +40,11 @@ class FromEnvironment(str):
         return (str(self), self.written)
 
 
+def matrix_suffix(pairs: Sequence[tuple[str, str]]) -> str:
+    """What a matrix step's title adds to its config step's for one combination: `` (lr=0.1, seed=1)``."""
+    return f" ({', '.join(f'{name}={value}' for name, value in pairs)})"
+
+
 def as_shown(value: Any) -> str:
     """A config value as Lynx shows it: one from the environment as written, any other as its text."""
     return value.written if isinstance(value, FromEnvironment) else str(value)
@@ -107,7 +112,7 @@ class Step:
         """The config step's title: a matrix step's without its combination's values (``train``)."""
         if not self.matrix:
             return self.title
-        suffix = f" ({', '.join(f'{name}={value}' for name, value in self.matrix)})"
+        suffix = matrix_suffix(self.matrix)
         return self.title[: -len(suffix)] if self.title.endswith(suffix) else self.title
 
     @property

@@ -97,3 +97,13 @@ def _known(pipeline: Pipeline) -> str:
 def step_ref(value: Any) -> str | None:
     """A ``--from``/``--until`` value as a record kept it (a step's number or name), else None."""
     return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+def record_said(record: Any) -> list[str]:
+    """A selection as the history and a scheduler's record keep it, as the options that asked for it:
+    ``["--from 3", "--only prep"]`` (anything else in it is passed over)."""
+    if not isinstance(record, dict):
+        return []
+    said = [f"--{option} {record[option]}" for option in ("from", "until") if step_ref(record.get(option))]
+    only = record.get("only")
+    return said + ([f"--only {each}" for each in only if step_ref(each)] if isinstance(only, list) else [])

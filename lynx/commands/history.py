@@ -66,13 +66,10 @@ def _asked(run: dict[str, Any]) -> str:
     said = []
     if isinstance(run.get("retry_of"), str):
         said.append(f"retry of {run['retry_of']}")
-    selection = run.get("selection")
-    if isinstance(selection, dict):
-        for option in ("from", "until"):
-            if isinstance(selection.get(option), (str, int)):
-                said.append(f"--{option} {selection[option]}")
-        only = selection.get("only")
-        said += [f"--only {each}" for each in only if isinstance(each, (str, int))] if isinstance(only, list) else []
+    if run.get("selection"):
+        from lynx.selection import record_said  # a dataclass to build: only for runs that had a selection
+
+        said += record_said(run["selection"])
     overrides = run.get("overrides")
     if isinstance(overrides, list):
         said += [each for each in overrides if isinstance(each, str)]

@@ -60,11 +60,11 @@ def status(
             if ended.get("error"):
                 stdout.write(f"{row['name']} ended with: {ended['error']}\n")
         for row in rows:
-            asked = [
-                f"--{option} {row['selection'][option]}" for option in ("from", "until") if option in row["selection"]
-            ]
-            asked += [f"--only {each}" for each in row["selection"].get("only", [])]
-            asked += row["overrides"]
+            asked = row["overrides"]
+            if row["selection"]:
+                from lynx.selection import record_said
+
+                asked = record_said(row["selection"]) + asked
             if asked:
                 stdout.write(f"{row['name']} runs with: {' '.join(asked)}\n")
         comeback = [row["name"] for row in rows if row["restorable"]]

@@ -39,6 +39,7 @@ def load_pipeline(
     """
     from lynx.config.pipeline import build_pipeline
     from lynx.config.reading import read_yaml
+    from lynx.config.values import MATRIX_REF
 
     source = os.fspath(path)
     # A config is a tree of new containers, built once: the cyclic collector, left on, would scan them
@@ -52,7 +53,7 @@ def load_pipeline(
 
             document = apply_overrides(document, overrides, source)
             interpolations += sum(override.count("${") for override in overrides)
-            matrix_refs += sum(override.count("${matrix.") for override in overrides)
+            matrix_refs += sum(override.count(MATRIX_REF) for override in overrides)
         if interpolations > matrix_refs:
             # Only configs that use interpolation pay for OmegaConf (${matrix.…} is Lynx's own).
             from lynx.config.interpolation import resolve_interpolations

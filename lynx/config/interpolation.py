@@ -6,11 +6,9 @@ import os
 import re
 from typing import Any
 
-from lynx.config.values import WRITTEN
+from lynx.config.values import MATRIX_REF, WRITTEN
 from lynx.errors import ConfigError
 from lynx.records import FromEnvironment
-
-MATRIX = "${matrix."
 
 
 def resolve_interpolations(document: Any, source: str) -> Any:
@@ -43,9 +41,9 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         if isinstance(node, WRITTEN):
             written.append(node)
             return f"{mark}{len(written) - 1}\0"
-        if isinstance(node, str) and MATRIX in node:
+        if isinstance(node, str) and MATRIX_REF in node:
             # A matrix step's own values: interpolated per combination (lynx.config.matrix), after this.
-            node = node.replace(MATRIX, matrix_mark)
+            node = node.replace(MATRIX_REF, matrix_mark)
         if isinstance(node, str) and "oc.env" in node:
             names_environment = True
         return node
@@ -56,7 +54,7 @@ def resolve_interpolations(document: Any, source: str) -> Any:
         if isinstance(node, list):
             return [restore(value) for value in node]
         if isinstance(node, str) and matrix_mark in node:
-            node = node.replace(matrix_mark, MATRIX)
+            node = node.replace(matrix_mark, MATRIX_REF)
         if isinstance(node, str) and mark in node:
             alone = placeholder.fullmatch(node)
             if alone:

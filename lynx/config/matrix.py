@@ -6,8 +6,9 @@ import itertools
 import re
 from typing import Any, Iterator
 
-from lynx.config.values import as_written, kind_of
+from lynx.config.values import MATRIX_REF, as_written, kind_of
 from lynx.errors import ConfigError
+from lynx.records import matrix_suffix
 
 # More combinations than this is a typo, not a sweep.
 MAX_COMBINATIONS = 10_000
@@ -55,12 +56,12 @@ def combinations(raw: dict[str, Any], where: str) -> Iterator[tuple[dict[str, An
         if "name" not in body or not _refers(body["name"]):
             base = step.get("name") if isinstance(step.get("name"), str) else step.get("script")
             if isinstance(base, str):
-                step["name"] = f"{base} ({', '.join(f'{name}={value}' for name, value in pairs)})"
+                step["name"] = base + matrix_suffix(pairs)
         yield step, pairs
 
 
 def _refers(value: Any) -> bool:
-    return isinstance(value, str) and "${matrix." in value
+    return isinstance(value, str) and MATRIX_REF in value
 
 
 def _interpolate(node: Any, values: dict[str, Any], where: str) -> Any:
@@ -70,7 +71,7 @@ def _interpolate(node: Any, values: dict[str, Any], where: str) -> Any:
         return {key: _interpolate(value, values, where) for key, value in node.items()}
     if isinstance(node, list):
         return [_interpolate(value, values, where) for value in node]
-    if not isinstance(node, str) or "${matrix." not in node:
+    if not isinstance(node, str) or MATRIX_REF not in node:
         return node
 
     def value_of(name: str) -> Any:

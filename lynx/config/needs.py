@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from lynx.config.values import as_written, kind_of, shown
 from lynx.errors import ConfigError
@@ -15,11 +15,7 @@ def resolve_needs(raw_steps: Sequence[Any], source: str) -> dict[int, tuple[int,
         ConfigError: a reference that is not a step, a step needing itself, or a cycle.
     """
     titles = {number: _title(raw) for number, raw in enumerate(raw_steps, 1)}
-    names: dict[str, list[int]] = {}
-    for number, raw in enumerate(raw_steps, 1):
-        name = as_written(raw.get("name")) if isinstance(raw, dict) else None
-        if name is not None:
-            names.setdefault(name, []).append(number)
+    names = step_names(raw_steps)
     needs: dict[int, tuple[int, ...]] = {}
     for number, raw in enumerate(raw_steps, 1):
         if not isinstance(raw, dict) or "needs" not in raw:
@@ -29,6 +25,21 @@ def resolve_needs(raw_steps: Sequence[Any], source: str) -> dict[int, tuple[int,
     if needs:
         _refuse_cycles(needs, len(raw_steps), titles, source)
     return needs
+
+
+def step_names(raw_steps: Sequence[Any]) -> dict[str, list[int]]:
+    """The steps' ``name``s as written, each with the numbers of the steps that have it."""
+    names: dict[str, list[int]] = {}
+    for number, raw in enumerate(raw_steps, 1):
+        name = as_written(raw.get("name")) if isinstance(raw, dict) else None
+        if name is not None:
+            names.setdefault(name, []).append(number)
+    return names
+
+
+def named_steps(names: Mapping[str, Any]) -> str:
+    """The names of the named steps, for an error that found none by the name given."""
+    return ", ".join(f"'{name}'" for name in names) or "no step has a 'name'"
 
 
 def _references(value: Any, number: int, names: dict[str, list[int]], count: int, where: str) -> tuple[int, ...]:
@@ -45,8 +56,7 @@ def _references(value: Any, number: int, names: dict[str, list[int]], count: int
         elif isinstance(item, str) and item:
             matches = names.get(item)
             if not matches:
-                known = ", ".join(f"'{name}'" for name in names) or "no step has a 'name'"
-                raise ConfigError(f"{where}: 'needs': no step is named '{item}' (named steps: {known})")
+                raise ConfigError(f"{where}: 'needs': no step is named '{item}' (named steps: {named_steps(names)})")
             if len(matches) > 1:
                 listed = ", ".join(str(match) for match in matches)
                 raise ConfigError(f"{where}: 'needs': '{item}' names steps {listed}: give the step's number")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from lynx.config.values import as_written, kind_of
+from lynx.config.values import kind_of
 from lynx.errors import ConfigError
 
 
@@ -98,16 +98,13 @@ def _index(container: list[Any], part: str, walked: list[str], where: str) -> in
             raise ConfigError(f"{where}: there is no step {part} (steps count from 1, as Lynx shows them: {listed})")
         raise ConfigError(f"{where}: {owner} has no item {part} (lists count from 1: its items are {listed})")
     if walked == ["steps"]:
-        named = [
-            index
-            for index, step in enumerate(container)
-            if isinstance(step, dict) and as_written(step.get("name")) == part
-        ]
-        if len(named) == 1:
-            return named[0]
-        names = [as_written(step.get("name")) for step in container if isinstance(step, dict) and step.get("name")]
-        if named:
+        from lynx.config.needs import named_steps, step_names
+
+        names = step_names(container)
+        numbers = names.get(part, [])
+        if len(numbers) == 1:
+            return numbers[0] - 1
+        if numbers:
             raise ConfigError(f"{where}: several steps are named '{part}': give the step's number")
-        known = ", ".join(f"'{name}'" for name in names) or "no step has a 'name'"
-        raise ConfigError(f"{where}: no step is named '{part}' (steps count from 1; named steps: {known})")
+        raise ConfigError(f"{where}: no step is named '{part}' (steps count from 1; named steps: {named_steps(names)})")
     raise ConfigError(f"{where}: {owner} is a list: give a number from 1 to {count}, not '{part}'")

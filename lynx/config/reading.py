@@ -9,7 +9,7 @@ import os
 from datetime import date, datetime
 from typing import Any
 
-from lynx.config.values import WrittenDate, WrittenDatetime, WrittenFloat, WrittenInt
+from lynx.config.values import MATRIX_REF, WrittenDate, WrittenDatetime, WrittenFloat, WrittenInt
 from lynx.errors import ConfigError
 
 # An honest config is far below both; a YAML "billion laughs" bomb is far above the second.
@@ -155,7 +155,7 @@ def read_yaml(source: str) -> tuple[Any, int, int]:
         raise ConfigError(
             f"{source}: the YAML aliases expand to more than {limit} nodes; refusing to load it"
         ) from None
-    return document, raw.count(b"${"), raw.count(b"${matrix.")
+    return document, raw.count(b"${"), raw.count(MATRIX_REF.encode())
 
 
 def read_value(text: str) -> Any:

@@ -8,6 +8,9 @@ from typing import Any, Mapping
 from lynx.errors import ConfigError
 from lynx.records import MAX_SECONDS, FromEnvironment
 
+# What starts a reference to a matrix value (Lynx's own interpolation, not OmegaConf's).
+MATRIX_REF = "${matrix."
+
 
 class WrittenInt(int):
     """An int that remembers how the file wrote it: YAML 1.1 reads ``010`` as 8 and ``12:30`` as 750."""
